@@ -1,0 +1,59 @@
+"""The `lfcc-deploy` command line: thin commands over the library, one error boundary in `main()`."""
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+import typer
+
+from .. import __version__
+from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, LfccError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Distil a large vision model into a small one of another family, export it, prove it.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lfcc-deploy {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Distil, export, benchmark and gate compact vision models."""
+
+
+from . import models as _models, recipes as _recipes, train as _train  # noqa: E402,F401  (registers commands)
+
+
+def _fail(line: str, hint: str | None, code: int) -> int:
+    print(f"error: {line}", file=sys.stderr)
+    if hint:
+        print(f"hint: {hint}", file=sys.stderr)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Known errors become one line (plus a hint) and an exit code; set LFCC_DEBUG=1 for tracebacks."""
+    debug = os.environ.get("LFCC_DEBUG") == "1"
+    try:
+        result = app(args=argv, prog_name="lfcc-deploy", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except LfccError as err:
+        if debug:
+            raise
+        return _fail(err.line(), err.hint, err.exit_code)
+    except click.exceptions.Exit as err:
+        return err.exit_code
+    except click.UsageError as err:
+        cmd = err.ctx.command_path if err.ctx else "lfcc-deploy"
+        return _fail(err.format_message(), f"see `{cmd} --help`", EXIT_BAD_INPUT)
+    except (KeyboardInterrupt, click.Abort):
+        return _fail("interrupted; the checkpoint was saved, continue with --resume", None, EXIT_INTERRUPTED)
+
+
+def run() -> None:
+    sys.exit(main())

@@ -1,0 +1,493 @@
+"""Datasets as seeded, resumable streams of batches that live on the training device.
+
+Small datasets are held whole as uint8 at native resolution and moved to the device
+once; image folders are decoded by DataLoader workers. Either way float conversion,
+resizing and augmentation run on the device, and every random choice comes from a
+generator seeded by (seed, epoch[, step]), so a run resumed at step k sees exactly the
+batches an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import json
+import pickle
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .errors import BadInput
+
+if TYPE_CHECKING:  # recipe imports the method registry; data only needs the field names
+    from .recipe import Augment, DataConfig
+
+DEFAULT_ROOTS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist",
+                 "cifar10": "data/cifar-10-batches-py", "cifar100": "data/cifar-100-python"}
+ROOT_HINTS = {
+    "fashion_mnist": "run `apt-get install dataset-fashion-mnist` or set data.root to a folder "
+                     "with the IDX files",
+    "cifar10": "unpack cifar-10-python.tar.gz there, or set data.root",
+    "cifar100": "unpack cifar-100-python.tar.gz there, or set data.root",
+    "imagefolder": "set data.root to a folder with train/<class>/ images (val/<class>/ optional)",
+}
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot"]
+FASHION_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+                 "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+# name -> (training pickles, test pickles, meta pickle, class-names key, labels key)
+CIFAR_FILES = {
+    "cifar10": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta",
+                "label_names", "labels"),
+    "cifar100": (["train"], ["test"], "meta", "fine_label_names", "fine_labels"),
+}
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
+DIGITS_TEST_FRACTION = 0.2  # sklearn's digits ship no test split: a fixed one, seed 0, any recipe
+STATS_SAMPLES = 1024  # images an image folder decodes to estimate its channel statistics
+
+
+def _generator(*parts: object) -> torch.Generator:
+    """A CPU generator whose seed mixes all parts, so (seed, epoch, step) never collide."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def _device(device: str | torch.device) -> torch.device:
+    d = torch.device(device)
+    return torch.device("cuda", torch.cuda.current_device()) if d == torch.device("cuda") else d
+
+
+def convert_channels(x: Tensor, channels: int) -> Tensor:
+    """N×C×H×W to `channels`: RGB->gray by BT.601 weights (uint8 rounds), gray->RGB by repeat."""
+    have = x.shape[1]
+    if have == channels:
+        return x
+    if (have, channels) == (1, 3):
+        return x.repeat(1, 3, 1, 1)
+    if (have, channels) != (3, 1):
+        raise ValueError(f"cannot convert {have} channels to {channels}")
+    xf = x if x.is_floating_point() else x.float()
+    w = torch.tensor(GRAY_WEIGHTS, dtype=xf.dtype, device=x.device).view(1, 3, 1, 1)
+    gray = (xf * w).sum(1, keepdim=True)
+    return gray if x.is_floating_point() else gray.round().clamp(0, 255).to(x.dtype)
+
+
+def _stratified_pick(labels: Tensor, fraction: float, seed: int, *, leave_one: bool) -> Tensor:
+    g = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in torch.unique(labels).tolist():
+        idx = (labels == c).nonzero().flatten()
+        k = max(1, int(fraction * len(idx) + 0.5))
+        k = min(k, len(idx) - 1) if leave_one else k
+        picked.append(idx[torch.randperm(len(idx), generator=g)[:k]])
+    return torch.cat(picked).sort().values if picked else torch.zeros(0, dtype=torch.long)
+
+
+def stratified_subset(labels: Tensor, fraction: float, seed: int) -> Tensor:
+    """Sorted indices of a seeded per-class share: the same seed picks the same samples, and
+    every class keeps at least one so small fractions still cover every label."""
+    return _stratified_pick(labels, fraction, seed, leave_one=False)
+
+
+def _split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
+    """(rest, held_out): a seeded stratified hold-out that leaves every class in the rest."""
+    held = _stratified_pick(labels, fraction, seed, leave_one=True)
+    keep = torch.ones(len(labels), dtype=torch.bool)
+    keep[held] = False
+    return keep.nonzero().flatten(), held
+
+
+def augment_batch(x: Tensor, aug: Augment, generator: torch.Generator) -> Tensor:
+    """Per-sample random crop of the zero-padded batch, then optional horizontal flip.
+    Parameters are drawn on the CPU from `generator` (reproducible on any device) and the
+    crop is one index gather, so the batch never leaves the device."""
+    n, c, h, w = x.shape
+    dev, p = x.device, aug.crop_padding if aug.random_crop else 0
+    if p:
+        dy, dx = torch.randint(0, 2 * p + 1, (2, n), generator=generator).to(dev)
+        rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+        cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+        x = F.pad(x, (p, p, p, p))[torch.arange(n, device=dev)[:, None, None, None],
+                                   torch.arange(c, device=dev)[None, :, None, None], rows, cols]
+    if aug.horizontal_flip:
+        flip = (torch.rand(n, generator=generator) < 0.5).to(dev)
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+    return x
+
+
+class Source:
+    """One split as a stream of float batches on the device. Subclasses supply `subset`,
+    `_uint8_batches` (uint8 x and labels on the device, in the given order) and
+    `_stats_batches` (uint8 CPU batches to measure)."""
+
+    labels: Tensor  # int64 [N] on the CPU
+
+    def __init__(self, labels: Tensor, channels: int, img_size: int):
+        self.labels, self.channels, self.img_size = labels, channels, img_size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def steps_per_epoch(self, batch_size: int, train: bool) -> int:
+        """Training drops a final batch of one sample (BatchNorm cannot normalise it)."""
+        full, rest = divmod(len(self), batch_size)
+        return full + int(rest > (1 if train else 0))
+
+    def batches(self, batch_size: int, *, device: str | torch.device, train: bool, seed: int = 0,
+                epoch: int = 0, start_step: int = 0,
+                augment: Augment | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+        """(x float32 in [0, 1], B×channels×img_size², y int64), both on `device`. Training
+        order is a (seed, epoch) permutation and augmentation is seeded per step, so
+        starting at `start_step` yields exactly the tail of an uninterrupted epoch."""
+        device, n = _device(device), len(self)
+        order = torch.randperm(n, generator=_generator("order", seed, epoch)) if train \
+            else torch.arange(n)
+        end = min(n, self.steps_per_epoch(batch_size, train) * batch_size)
+        chunks = self._uint8_batches(order[start_step * batch_size:end], batch_size, device)
+        for step, (x, y) in enumerate(chunks, start=start_step):
+            x = self._to_float(x)
+            if train and augment is not None:
+                x = augment_batch(x, augment, _generator("augment", seed, epoch, step))
+            yield x, y
+
+    def _to_float(self, x: Tensor) -> Tensor:
+        x = x.float().div_(255)
+        h, w, s = *x.shape[-2:], self.img_size
+        if (h, w) != (s, s):  # bilinear stays in [0, 1]; antialias only matters downscaling
+            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False,
+                              antialias=s < min(h, w))
+        return convert_channels(x, self.channels)
+
+    def pixel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std in [0, 1] after channel conversion, from a histogram."""
+        hist = sum(torch.stack([torch.bincount(x[:, c].flatten(), minlength=256)
+                                for c in range(x.shape[1])]) for x in self._stats_batches())
+        p = hist.double() / hist.sum(1, keepdim=True)
+        v = torch.arange(256, dtype=torch.float64) / 255
+        mean = (p * v).sum(1)
+        std = ((p * v * v).sum(1) - mean**2).clamp(min=0).sqrt()
+        reps = self.channels // len(mean)  # gray held once, widened to RGB per batch
+        return tuple(mean.tolist()) * reps, tuple(std.tolist()) * reps
+
+    def subset(self, indices: Tensor) -> Source:
+        raise NotImplementedError
+
+
+class TensorSource(Source):
+    """A split held whole as uint8 N×C×H×W at native resolution (upscaling in memory would
+    not fit), reduced to gray at load when one channel is asked for."""
+
+    def __init__(self, images: Tensor, labels: Tensor, channels: int, img_size: int):
+        super().__init__(labels, channels, img_size)
+        if images.shape[1] == 3 and channels == 1:
+            images = torch.cat([convert_channels(c, 1) for c in images.split(4096)])
+        self.images = images
+        self._on_device: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def subset(self, indices: Tensor) -> TensorSource:
+        return TensorSource(self.images[indices], self.labels[indices], self.channels,
+                            self.img_size)
+
+    def _uint8_batches(self, indices, batch_size, device):
+        if device not in self._on_device:  # once per device, so batching never waits on a copy
+            self._on_device[device] = (self.images.to(device), self.labels.to(device))
+        images, labels = self._on_device[device]
+        for idx in indices.to(device).split(batch_size):
+            yield images[idx], labels[idx]
+
+    def _stats_batches(self):
+        return self.images.split(4096)
+
+
+class _Decode:
+    """Worker-side transform: decode to L/RGB, resize the short side, centre-crop, uint8 C×H×W."""
+
+    def __init__(self, channels: int, size: int):
+        self.mode, self.size = ("L" if channels == 1 else "RGB"), size
+
+    def __call__(self, img):
+        from torchvision.transforms import functional as TF
+        img = TF.center_crop(TF.resize(img.convert(self.mode), self.size), self.size)
+        return TF.pil_to_tensor(img)
+
+
+class FolderSource(Source):
+    """Rows `index` of a torchvision ImageFolder, decoded by `workers` DataLoader workers."""
+
+    def __init__(self, dataset, index: Tensor, channels: int, img_size: int, workers: int):
+        super().__init__(torch.as_tensor(dataset.targets, dtype=torch.long)[index], channels,
+                         img_size)
+        self.dataset, self.index, self.workers = dataset, index, workers
+
+    def subset(self, indices: Tensor) -> FolderSource:
+        return FolderSource(self.dataset, self.index[indices], self.channels, self.img_size,
+                            self.workers)
+
+    def _uint8_batches(self, indices, batch_size, device):
+        from torch.utils.data import DataLoader
+        loader = DataLoader(self.dataset, batch_size=batch_size, num_workers=self.workers,
+                            sampler=self.index[indices].tolist(), pin_memory=device.type == "cuda")
+        for x, y in loader:
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def _stats_batches(self):
+        sample = stratified_subset(self.labels, min(1.0, STATS_SAMPLES / max(len(self), 1)), 0)
+        chunks = self._uint8_batches(sample, 64, torch.device("cpu"))
+        return (x for x, _ in chunks)
+
+
+@dataclass
+class DataBundle:
+    """Everything training needs from one dataset: splits, class names and a fingerprint."""
+
+    name: str
+    class_names: list[str]
+    channels: int
+    img_size: int
+    train: Source
+    val: Source
+    test: Source | None
+    mean: tuple[float, ...]  # train-split statistics: default normalisation when from scratch
+    std: tuple[float, ...]
+    identity: str  # changes whenever the data or the split would
+
+
+# a loader's result: (train, test or None, class names, resolved root or None)
+Splits = tuple[Source, Source | None, list[str], str | None]
+
+
+def _root(cfg: DataConfig, file: str | None) -> Path:
+    raw = cfg.root or DEFAULT_ROOTS.get(cfg.name)
+    if raw is None:
+        raise BadInput(f"{cfg.name} needs a data folder", file=file, key="data.root",
+                       hint=ROOT_HINTS[cfg.name])
+    root = Path(raw).expanduser().resolve()
+    if not root.is_dir():
+        raise BadInput(f"data folder not found: {root}", file=file, key="data.root",
+                       hint=ROOT_HINTS[cfg.name])
+    return root
+
+
+def _need(root: Path, names: list[str], dataset: str, file: str | None) -> Path:
+    for name in names:
+        if (root / name).is_file():
+            return root / name
+    raise BadInput(f"missing {' or '.join(names)} in {root}", file=file, key="data.root",
+                   hint=ROOT_HINTS[dataset])
+
+
+def _load_digits(cfg: DataConfig, file: str | None) -> Splits:
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    images = torch.from_numpy(np.rint(d.images * (255 / 16)).astype(np.uint8)).unsqueeze(1)
+    full = TensorSource(images, torch.from_numpy(d.target).long(), cfg.channels, cfg.img_size)
+    train, test = _split(full.labels, DIGITS_TEST_FRACTION, 0)
+    return full.subset(train), full.subset(test), [str(i) for i in range(10)], None
+
+
+def _read_idx(path: Path, ndim: int, header_only: bool) -> tuple[list[int], np.ndarray | None]:
+    """Dims and data of an IDX file: big-endian magic 0x0000080N, N uint32 dims, uint8 data."""
+    try:
+        with gzip.open(path) if path.suffix == ".gz" else open(path, "rb") as f:
+            head, body = f.read(4 + 4 * ndim), (b"" if header_only else f.read())
+    except (OSError, EOFError, zlib.error) as err:
+        raise BadInput(f"corrupt or truncated file: {err}", file=str(path)) from None
+    if len(head) < 4 + 4 * ndim:
+        raise BadInput(f"truncated IDX header ({len(head)} bytes)", file=str(path))
+    magic, *dims = struct.unpack(f">{1 + ndim}I", head)
+    if magic != 0x800 + ndim:
+        raise BadInput(f"bad IDX magic {magic:#010x}, expected {0x800 + ndim:#010x}",
+                       file=str(path))
+    if header_only:
+        return dims, None
+    if len(body) != int(np.prod(dims)):
+        raise BadInput(f"expected {int(np.prod(dims))} data bytes for dims {dims}, found "
+                       f"{len(body)}", file=str(path))
+    return dims, np.frombuffer(bytearray(body), np.uint8).reshape(dims)
+
+
+def _fashion_split(root: Path, split: str, file: str | None, header_only: bool):
+    img_p, lab_p = (_need(root, [f"{n}.gz", n], "fashion_mnist", file)
+                    for n in FASHION_FILES[split])
+    (n_img, *_), images = _read_idx(img_p, 3, header_only)
+    (n_lab,), labels = _read_idx(lab_p, 1, header_only)
+    if n_img != n_lab:
+        raise BadInput(f"{n_img} images but {n_lab} labels in {lab_p.name}", file=str(img_p))
+    if labels is not None and labels.max(initial=0) >= len(FASHION_CLASSES):
+        raise BadInput(f"label {labels.max()} out of range 0-9", file=str(lab_p))
+    return images, labels
+
+
+def _load_fashion(cfg: DataConfig, file: str | None) -> Splits:
+    root = _root(cfg, file)
+
+    def source(split: str) -> TensorSource:
+        images, labels = _fashion_split(root, split, file, header_only=False)
+        return TensorSource(torch.from_numpy(images).unsqueeze(1),
+                            torch.from_numpy(labels.astype(np.int64)), cfg.channels, cfg.img_size)
+    return source("train"), source("test"), list(FASHION_CLASSES), str(root)
+
+
+_NP_CORE = getattr(np, "_core", None) or np.core  # numpy 2 renamed numpy.core
+_PICKLE_GLOBALS = {  # all that pickled numpy arrays need; anything else could run code
+    **{(m, "_reconstruct"): _NP_CORE.multiarray._reconstruct
+       for m in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(m, "_frombuffer"): _NP_CORE.numeric._frombuffer
+       for m in ("numpy.core.numeric", "numpy._core.numeric")},
+    ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,  # bytes in protocol-2 pickles written by Python 3
+}
+
+
+class _SafeUnpickler(pickle.Unpickler):
+    """Resolves only numpy's array-rebuilding globals, so a hostile pickle cannot run code."""
+
+    def __init__(self, f, path: Path):
+        super().__init__(f, encoding="bytes")
+        self.path = path
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise BadInput(f"refusing pickle that asks for {module}.{name}", file=str(self.path))
+        return _PICKLE_GLOBALS[module, name]
+
+
+def _read_pickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            d = _SafeUnpickler(f, path).load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError,
+            IndexError, KeyError, OSError) as err:
+        raise BadInput(f"not a readable CIFAR pickle: {err}", file=str(path)) from None
+    if not isinstance(d, dict):
+        raise BadInput(f"expected a dict, found {type(d).__name__}", file=str(path))
+    return d
+
+
+def _field(d: dict, key: str, path: Path):
+    for k in (key.encode(), key):
+        if k in d:
+            return d[k]
+    raise BadInput(f"no {key!r} entry", file=str(path))
+
+
+def _cifar_source(paths: list[Path], labels_key: str, n_classes: int, cfg: DataConfig):
+    data, labels = [], []
+    for p in paths:
+        d = _read_pickle(p)
+        x, y = np.asarray(_field(d, "data", p)), np.asarray(_field(d, labels_key, p))
+        if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3072 or y.shape != (len(x),):
+            raise BadInput(f"expected uint8 data N×3072 and N labels, found {x.dtype} "
+                           f"{x.shape} and {y.shape} labels", file=str(p))
+        if len(y) and (y.min() < 0 or y.max() >= n_classes):
+            raise BadInput(f"labels outside 0-{n_classes - 1}", file=str(p))
+        data.append(x)
+        labels.append(y.astype(np.int64))
+    images = torch.from_numpy(np.concatenate(data)).view(-1, 3, 32, 32)
+    return TensorSource(images, torch.from_numpy(np.concatenate(labels)), cfg.channels,
+                        cfg.img_size)
+
+
+def _cifar_names(cfg: DataConfig, file: str | None) -> tuple[Path, list[str]]:
+    root = _root(cfg, file)
+    train, test, meta, names_key, _ = CIFAR_FILES[cfg.name]
+    for name in train + test:
+        _need(root, [name], cfg.name, file)
+    meta_p = _need(root, [meta], cfg.name, file)
+    names = _field(_read_pickle(meta_p), names_key, meta_p)
+    return root, [n.decode() if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _load_cifar(cfg: DataConfig, file: str | None) -> Splits:
+    root, names = _cifar_names(cfg, file)
+    train, test, _, _, labels_key = CIFAR_FILES[cfg.name]
+    train_s, test_s = (_cifar_source([root / f for f in files], labels_key, len(names), cfg)
+                       for files in (train, test))
+    return train_s, test_s, names, str(root)
+
+
+def _image_folders(cfg: DataConfig, file: str | None):
+    """(root, train, val or None) ImageFolders; val/ must hold exactly train/'s classes."""
+    from torchvision.datasets import ImageFolder
+    root = _root(cfg, file)
+
+    def folder(split: str):
+        try:
+            return ImageFolder(str(root / split), transform=_Decode(cfg.channels, cfg.img_size))
+        except FileNotFoundError as err:  # no folder, no class folders, or no images
+            raise BadInput(str(err), file=str(root / split), key="data.root",
+                           hint=ROOT_HINTS["imagefolder"]) from None
+    train = folder("train")
+    val = folder("val") if (root / "val").is_dir() else None
+    if val is not None and val.classes != train.classes:
+        diff = sorted(set(val.classes) ^ set(train.classes))
+        raise BadInput(f"classes differ from train/: {', '.join(diff)}", file=str(root / "val"),
+                       key="data.root")
+    return root, train, val
+
+
+def _load_folder(cfg: DataConfig, file: str | None) -> Splits:
+    root, train, val = _image_folders(cfg, file)
+    train_s, val_s = (None if ds is None else FolderSource(
+        ds, torch.arange(len(ds)), cfg.channels, cfg.img_size, cfg.workers) for ds in (train, val))
+    return train_s, val_s, list(train.classes), str(root)
+
+
+def _check_fashion(cfg: DataConfig, file: str | None) -> None:
+    root = _root(cfg, file)
+    for split in FASHION_FILES:
+        _fashion_split(root, split, file, header_only=True)
+
+
+def _check_folder(cfg: DataConfig, file: str | None) -> None:
+    from PIL import Image
+    _, train, val = _image_folders(cfg, file)
+    for path, _ in train.samples + (val.samples if val is not None else []):
+        try:
+            Image.open(path).close()  # reads the header only
+        except OSError as err:
+            raise BadInput(f"not a readable image: {err}", file=path) from None
+
+
+# name -> (load, fast check)
+_DATASETS: dict[str, tuple[Callable[..., Splits], Callable[..., object]]] = {
+    "digits": (_load_digits, lambda cfg, file: None),  # bundled with scikit-learn
+    "fashion_mnist": (_load_fashion, _check_fashion),
+    "cifar10": (_load_cifar, _cifar_names),
+    "cifar100": (_load_cifar, _cifar_names),
+    "imagefolder": (_load_folder, _check_folder),
+}
+
+
+def _identity(cfg: DataConfig, root: str | None, *sources: Source | None) -> str:
+    labels = hashlib.sha256()
+    for s in sources:
+        labels.update(b"none|" if s is None else s.labels.numpy().tobytes() + b"|")
+    blob = json.dumps({"name": cfg.name, "root": root, "split_seed": cfg.split_seed,
+                       "val_fraction": cfg.val_fraction, "labels": labels.hexdigest(),
+                       "sizes": [None if s is None else len(s) for s in sources]}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def load_data(cfg: DataConfig, *, file: str | None = None) -> DataBundle:
+    """Load `cfg.name`, carve the seeded stratified validation split from train, and
+    fingerprint the result. `file` is the recipe, named in errors."""
+    full, test, class_names, root = _DATASETS[cfg.name][0](cfg, file)
+    rest, held = _split(full.labels, cfg.val_fraction, cfg.split_seed)
+    train, val = full.subset(rest), full.subset(held)
+    mean, std = train.pixel_stats()
+    return DataBundle(name=cfg.name, class_names=class_names, channels=cfg.channels,
+                      img_size=cfg.img_size, train=train, val=val, test=test, mean=mean, std=std,
+                      identity=_identity(cfg, root, train, val, test))
+
+
+def check_data(cfg: DataConfig, *, file: str | None = None) -> None:
+    """Fast pre-flight: the files exist and their headers parse; raises BadInput otherwise."""
+    _DATASETS[cfg.name][1](cfg, file)

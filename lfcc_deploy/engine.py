@@ -1,0 +1,263 @@
+"""The training loop shared by teacher training and every distillation method.
+
+Design points: the loop never syncs with the device between log points (losses,
+accuracy and a non-finite flag accumulate on the device); every checkpoint holds
+model, optimiser, scheduler, RNG and data position, so `--resume` continues
+bit-for-bit; Ctrl-C finishes the current step, checkpoints, then stops.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+from .data import DataBundle, Source, stratified_subset
+from .errors import Diverged
+from .losses import Method
+from .models import Net, load_weights, param_count, save_net
+from .recipe import Augment, TrainConfig
+from .rundir import atomic_write, write_text
+
+
+class Reporter(Protocol):
+    def start(self, phase: str, total_steps: int, done_steps: int) -> None: ...
+    def progress(self, step: int, stats: dict[str, float]) -> None: ...
+    def epoch(self, record: dict[str, Any]) -> None: ...
+    def finish(self, result: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class Phase:
+    """One training job inside a run directory: `teacher`, `reference` (CE-only student) or `student`."""
+
+    name: str
+    method: Method
+    cfg: TrainConfig
+    artifact: str  # e.g. "student" -> student.safetensors (best) and student_last.safetensors
+    extra: dict[str, Any] = field(default_factory=dict)  # recorded in the result (method name, ...)
+
+
+def lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
+    total = cfg.epochs * steps_per_epoch
+    warm = min(int(cfg.warmup * steps_per_epoch), total - 1)
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = (step - warm) / max(1, total - warm)
+        return {"cosine": 0.5 * (1 + math.cos(math.pi * t)), "linear": 1 - t, "constant": 1.0}[cfg.schedule]
+    return factor
+
+
+def make_optimizer(method: Method, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """No weight decay on biases and norm scales (1-d tensors): standard practice for both families."""
+    params = [p for p in method.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=cfg.lr)
+
+
+def autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+@torch.inference_mode()
+def accuracy(net: Net, source: Source, device: torch.device, batch_size: int = 512) -> float:
+    was = net.training
+    net.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    with autocast(device):
+        for x, y in source.batches(batch_size, device=device, train=False):
+            correct += (net(x).argmax(1) == y).sum()
+    net.train(was)
+    return correct.item() / max(1, len(source))
+
+
+@contextmanager
+def graceful_interrupt():
+    """First Ctrl-C sets a flag the loop checks after each step; a second one stops at once."""
+    flag = {"hit": False}
+    old = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        flag["hit"] = True
+        signal.signal(signal.SIGINT, old)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def write_metrics(run_dir: Path, phase: str, history: list[dict]) -> None:
+    """metrics.jsonl = other phases' lines + this phase's history as of its checkpoint."""
+    path = run_dir / "metrics.jsonl"
+    lines = path.read_text().splitlines() if path.exists() else []
+    keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("phase") != phase]
+    write_text(path, "".join(ln + "\n" for ln in keep + [json.dumps(r) for r in history]))
+
+
+class Trainer:
+    """Runs one `Phase` to completion inside `run_dir`, resuming from its checkpoint if present."""
+
+    def __init__(self, phase: Phase, data: DataBundle, augment: Augment | None, run_dir: Path,
+                 device: torch.device, reporter: Reporter, checkpoint_minutes: float = 5.0):
+        self.p, self.data, self.augment = phase, data, augment
+        self.run_dir, self.device = Path(run_dir), device
+        self.reporter, self.ckpt_every_s = reporter, checkpoint_minutes * 60
+        cfg = phase.cfg
+        self.train_src = data.train.subset(stratified_subset(data.train.labels, cfg.train_fraction, cfg.seed))
+        self.spe = self.train_src.steps_per_epoch(cfg.batch_size, train=True)
+        self.total = cfg.epochs * self.spe
+        self.method = phase.method.to(device)
+        self.net: Net = self.method.student
+        self.opt = make_optimizer(self.method, cfg)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg, self.spe))
+        self.ckpt_path = self.run_dir / "checkpoint" / f"{phase.name}.pt"
+        self.state: dict[str, Any] = dict(step=0, history=[], best_val=-1.0, best_epoch=-1, wall_s=0.0,
+                                          accum=None, done=False, result=None)
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def save_checkpoint(self) -> None:
+        blob = dict(self.state, model=self.method.trainable_state(), optimizer=self.opt.state_dict(),
+                    scheduler=self.sched.state_dict(), rng=_rng_state())
+        atomic_write(self.ckpt_path, lambda tmp: torch.save(blob, tmp))
+
+    def load_checkpoint(self) -> None:
+        blob = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
+        self.method.load_trainable_state(blob.pop("model"))
+        self.opt.load_state_dict(blob.pop("optimizer"))
+        self.sched.load_state_dict(blob.pop("scheduler"))
+        _set_rng_state(blob.pop("rng"))
+        self.state.update(blob)
+
+    # --- loop ----------------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        if self.ckpt_path.exists():
+            self.load_checkpoint()
+            if self.state["done"]:
+                load_weights(self.net, self.run_dir / f"{self.p.artifact}.safetensors")
+                return self.state["result"]
+        else:
+            torch.manual_seed(self.p.cfg.seed)
+        write_metrics(self.run_dir, self.p.name, self.state["history"])
+        self.reporter.start(self.p.name, self.total, self.state["step"])
+        with graceful_interrupt() as interrupt:
+            while self.state["step"] < self.total:
+                self._epoch(interrupt)
+        return self._finish()
+
+    def _new_accum(self) -> dict[str, torch.Tensor]:
+        z = lambda dt=torch.float32: torch.zeros((), dtype=dt, device=self.device)  # noqa: E731
+        return {"loss": z(), "correct": z(torch.long), "seen": z(torch.long), "bad_step": z(torch.long) - 1}
+
+    def _epoch(self, interrupt: dict) -> None:
+        cfg, st = self.p.cfg, self.state
+        epoch, start = divmod(st["step"], self.spe)
+        acc = self._new_accum()
+        if st["accum"]:
+            acc.update({k: v.to(self.device) for k, v in st["accum"].items()})
+        t0, last_ckpt, tick = time.perf_counter(), time.perf_counter(), (time.perf_counter(), st["step"])
+        self.method.train()
+        for x, y in self.train_src.batches(cfg.batch_size, device=self.device, train=True, seed=cfg.seed,
+                                          epoch=epoch, start_step=start, augment=self.augment):
+            with autocast(self.device):
+                logits, losses = self.method(x, y)
+            loss = sum(losses.values())
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.grad_clip)
+            self.opt.step()
+            self.sched.step()
+            step_t = torch.tensor(st["step"], device=self.device)
+            acc["bad_step"] = torch.where((acc["bad_step"] < 0) & ~torch.isfinite(loss), step_t, acc["bad_step"])
+            acc["loss"] += loss.detach().float() * len(y)
+            acc["correct"] += (logits.detach().argmax(1) == y).sum()
+            acc["seen"] += len(y)
+            for k, v in losses.items():
+                acc[f"loss_{k}"] = acc.get(f"loss_{k}", 0) + v.detach().float() * len(y)
+            st["step"] += 1
+            at_end = st["step"] % self.spe == 0
+            if at_end or st["step"] % cfg.log_every == 0 or interrupt["hit"]:
+                self._check_finite(acc)
+                now = time.perf_counter()
+                seen = acc["seen"].item()
+                self.reporter.progress(st["step"], dict(
+                    loss=acc["loss"].item() / max(1, seen), acc=acc["correct"].item() / max(1, seen),
+                    ips=(st["step"] - tick[1]) * cfg.batch_size / max(1e-9, now - tick[0])))
+                tick = (now, st["step"])
+                if interrupt["hit"] or (self.ckpt_every_s and now - last_ckpt > self.ckpt_every_s):
+                    st["wall_s"] += now - t0
+                    t0, last_ckpt = now, now
+                    st["accum"] = {k: v.cpu() for k, v in acc.items()}
+                    self.save_checkpoint()
+                    if interrupt["hit"]:
+                        raise KeyboardInterrupt
+        st["wall_s"] += time.perf_counter() - t0
+        self._end_epoch(epoch, acc, time.perf_counter() - t0)
+
+    def _check_finite(self, acc: dict[str, torch.Tensor]) -> None:
+        bad = int(acc["bad_step"].item())
+        if bad >= 0:
+            raise Diverged(f"non-finite loss at step {bad} of {self.p.name} training; stopped",
+                           file=str(self.ckpt_path if self.ckpt_path.exists() else self.run_dir),
+                           hint="the last good checkpoint is kept; lower the lr or set grad_clip, then --resume")
+
+    def _end_epoch(self, epoch: int, acc: dict, epoch_s: float) -> None:
+        st = self.state
+        seen = max(1, acc["seen"].item())
+        val = accuracy(self.net, self.data.val, self.device)
+        record = dict(phase=self.p.name, epoch=epoch + 1, step=st["step"], lr=self.sched.get_last_lr()[0],
+                      train_loss=acc["loss"].item() / seen, train_acc=acc["correct"].item() / seen,
+                      val_acc=val, epoch_s=epoch_s, images_per_s=seen / max(epoch_s, 1e-9),
+                      **{k: v.item() / seen for k, v in acc.items() if k.startswith("loss_")})
+        st["history"].append(record)
+        st["accum"] = None
+        save_net(self.net, self.run_dir / f"{self.p.artifact}_last.safetensors")
+        if val > st["best_val"]:
+            st["best_val"], st["best_epoch"] = val, epoch + 1
+            save_net(self.net, self.run_dir / f"{self.p.artifact}.safetensors")
+        self.save_checkpoint()
+        write_metrics(self.run_dir, self.p.name, st["history"])
+        self.reporter.epoch(record)
+
+    def _finish(self) -> dict[str, Any]:
+        st = self.state
+        best = self.run_dir / f"{self.p.artifact}.safetensors"
+        load_weights(self.net, best)
+        test = self.data.test
+        result = dict(phase=self.p.name, model=self.net.spec.name, params=param_count(self.net),
+                      val_acc=accuracy(self.net, self.data.val, self.device),
+                      test_acc=accuracy(self.net, test, self.device) if test is not None else None,
+                      best_epoch=st["best_epoch"], epochs=self.p.cfg.epochs, steps=st["step"],
+                      train_images=len(self.train_src), wall_s=st["wall_s"],
+                      s_per_epoch=st["wall_s"] / self.p.cfg.epochs, artifact=best.name, **self.p.extra)
+        st["done"], st["result"] = True, result
+        self.save_checkpoint()
+        self.reporter.finish(result)
+        return result

@@ -1,0 +1,64 @@
+"""The one contract every distillation method follows (after mdistiller's `_base`).
+
+A method owns the student, the frozen teacher and any extra trainable parts
+(projectors, adapters). `forward(x, y)` returns the student's logits and a dict
+of already-weighted losses; the engine sums and logs that dict and never needs
+to know which method it is running.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..models import Net
+from ..schema import Strict
+
+
+@dataclass
+class MethodContext:
+    """What a method may need to know about the run, so the engine never branches on a method."""
+
+    num_classes: int
+    num_train: int
+    label_smoothing: float = 0.0
+
+
+class Method(nn.Module):
+    Config: ClassVar[type[Strict]] = Strict
+    uses_teacher: ClassVar[bool] = True
+
+    def __init__(self, student: Net, teacher: Net | None, cfg: Strict, ctx: MethodContext):
+        super().__init__()
+        if self.uses_teacher and teacher is None:
+            raise ValueError(f"{type(self).__name__} needs a teacher")
+        self.student, self.cfg, self.ctx = student, cfg, ctx
+        self.teacher = teacher if self.uses_teacher else None
+        if self.teacher is not None:
+            self.teacher.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> "Method":
+        super().train(mode)
+        if self.teacher is not None:
+            self.teacher.eval()  # BatchNorm statistics and dropout of the teacher stay frozen
+        return self
+
+    def ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y, label_smoothing=self.ctx.label_smoothing)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Everything the optimiser changes (student + method parts); the frozen teacher is left out."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("teacher.")]
+        if missing or unexpected:
+            raise ValueError(f"checkpoint does not match the method: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}")

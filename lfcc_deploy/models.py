@@ -1,0 +1,244 @@
+"""timm models behind one factory, with their normalisation, stage taps and safe checkpoints.
+
+Every family (CNN, ViT/DeiT, Swin, MLP-Mixer/ResMLP) is reached only through
+timm's common API: `create_model`, `feature_info`, `forward_intermediates` and
+`forward_head` — no hooks and no per-architecture forward patches.
+"""
+from __future__ import annotations
+
+import json
+import re
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import timm
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from timm.models._registry import model_entrypoint
+from torch import nn
+
+from .errors import BadInput
+from .rundir import atomic_write
+
+# Small-input settings per timm module, used when training from scratch below the
+# model's native size: 8x8 token grids for ViT/Mixer, patch 2 + window 4 for Swin at 32 px.
+SMALL_IMAGE = {
+    "timm.models.swin_transformer": lambda s: dict(img_size=s, patch_size=max(1, s // 16), window_size=4),
+    "timm.models.swin_transformer_v2": lambda s: dict(img_size=s, patch_size=max(1, s // 16), window_size=4),
+    "timm.models.vision_transformer": lambda s: dict(img_size=s, patch_size=max(2, s // 8)),
+    "timm.models.deit": lambda s: dict(img_size=s, patch_size=max(2, s // 8)),
+    "timm.models.mlp_mixer": lambda s: dict(img_size=s, patch_size=max(2, s // 8)),
+}
+TOKEN_MODULES = set(SMALL_IMAGE)
+META_KEY = "lfcc_deploy"
+_PINNED = re.compile(r"got multiple values for keyword argument '(\w+)'")
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild a model and feed it: travels inside its safetensors file."""
+
+    name: str
+    num_classes: int
+    in_chans: int
+    img_size: int
+    mean: list[float]
+    std: list[float]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    class_names: list[str] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelSpec":
+        return cls(**json.loads(text))
+
+
+def check_model_name(name: str, *, file: str | None = None, key: str | None = None) -> None:
+    if not timm.is_model(name):
+        close = __import__("difflib").get_close_matches(name, timm.list_models(), n=3)
+        raise BadInput(f"unknown timm model {name!r}", file=file, key=key,
+                       hint=f"did you mean {' or '.join(close)}?" if close
+                       else "see `python -c 'import timm; print(timm.list_models())'`")
+
+
+def resolve_kwargs(name: str, img_size: int, user: dict[str, Any], pretrained: bool) -> dict[str, Any]:
+    """Small-image defaults for the family, overridden by the recipe's `model_kwargs`."""
+    module = model_entrypoint(name).__module__
+    native = timm.models.get_pretrained_cfg(name)
+    native_size = native.input_size[-1] if native else 224
+    defaults = SMALL_IMAGE[module](img_size) if module in SMALL_IMAGE and img_size < native_size else {}
+    if pretrained:  # keep the checkpoint's patch/window; timm resamples position embeddings
+        defaults = {k: v for k, v in defaults.items() if k == "img_size"}
+    return {**defaults, **user}
+
+
+@contextmanager
+def _forced_builder_kwargs(name: str, forced: dict[str, Any]):
+    """Let recipe values win over arguments an entry point pins (MLP-Mixer's `patch_size`).
+
+    timm entry points merge their fixed arguments with ours and pass the result to
+    `build_model_with_cfg`; overriding there is one mechanism for every model.
+    """
+    module = __import__(model_entrypoint(name).__module__, fromlist=["build_model_with_cfg"])
+    original = module.build_model_with_cfg
+
+    def build(*args, **kwargs):
+        return original(*args, **{**kwargs, **forced})
+
+    module.build_model_with_cfg = build
+    try:
+        yield
+    finally:
+        module.build_model_with_cfg = original
+
+
+def create_timm_model(name: str, *, pretrained: bool = False, **kwargs) -> nn.Module:
+    forced: dict[str, Any] = {}
+    while True:
+        free = {k: v for k, v in kwargs.items() if k not in forced}
+        try:
+            with _forced_builder_kwargs(name, forced):
+                return timm.create_model(name, pretrained=pretrained, **free)
+        except TypeError as err:
+            pinned = _PINNED.search(str(err))
+            if not pinned or pinned.group(1) in forced:
+                raise BadInput(f"timm cannot build {name!r} with these arguments: {err}",
+                               key="model_kwargs") from None
+            forced[pinned.group(1)] = kwargs[pinned.group(1)]
+
+
+def stage_indices(model: nn.Module) -> list[int]:
+    """Distinct-resolution stages of hierarchical models; evenly spaced blocks of isotropic ones."""
+    info = model.feature_info
+    reductions = [f["reduction"] for f in info]
+    if len(set(reductions)) > 1:
+        return [i for i, r in enumerate(reductions) if i == len(info) - 1 or reductions[i + 1] != r]
+    n = len(info)
+    return sorted({round((k + 1) * n / 4) - 1 for k in range(min(4, n))})
+
+
+class Net(nn.Module):
+    """A timm model plus its input normalisation and stage taps; input is float in [0, 1]."""
+
+    def __init__(self, model: nn.Module, spec: ModelSpec):
+        super().__init__()
+        self.model, self.spec = model, spec
+        self.stages = stage_indices(model)
+        c = spec.in_chans
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, c, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(spec.std).view(1, c, 1, 1), persistent=False)
+
+    @property
+    def is_token_model(self) -> bool:
+        return type(self.model).__module__ in TOKEN_MODULES
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(self.normalize(x))
+
+    def forward_stages(self, x: torch.Tensor, indices: list[int] | None = None):
+        """(logits, [B×C×H×W map per requested stage]) from one forward pass."""
+        idx = [self.stages[i] for i in (indices if indices is not None else range(len(self.stages)))]
+        final, maps = self.model.forward_intermediates(self.normalize(x), indices=idx)
+        return self.model.forward_head(final), maps
+
+    def describe_stages(self) -> list[dict[str, Any]]:
+        """Index, timm block, channels and map size of each stage (dry forward at the spec's size)."""
+        was = self.training
+        self.eval()
+        with torch.inference_mode():
+            x = torch.zeros(1, self.spec.in_chans, self.spec.img_size, self.spec.img_size,
+                            device=self.mean.device)
+            _, maps = self.forward_stages(x)
+        self.train(was)
+        info = self.model.feature_info
+        return [dict(index=i, module=info[s]["module"], channels=m.shape[1], height=m.shape[2],
+                     width=m.shape[3]) for i, (s, m) in enumerate(zip(self.stages, maps))]
+
+
+def default_normalisation(name: str, channels: int, pretrained: bool,
+                          data_mean, data_std) -> tuple[list[float], list[float]]:
+    """Pretrained weights need timm's statistics; scratch models use the data's own."""
+    if not pretrained:
+        return list(data_mean), list(data_std)
+    cfg = timm.models.get_pretrained_cfg(name)
+    mean, std = list(cfg.mean), list(cfg.std)
+    if channels == 1:
+        mean, std = [sum(mean) / len(mean)], [sum(std) / len(std)]
+    return mean, std
+
+
+def build_net(spec: ModelSpec, pretrained: bool = False) -> Net:
+    model = create_timm_model(spec.name, pretrained=pretrained, num_classes=spec.num_classes,
+                              in_chans=spec.in_chans, **spec.kwargs)
+    return Net(model, spec)
+
+
+def param_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def save_net(net: Net, path: Path) -> None:
+    """safetensors: weights that can be loaded without executing code, spec in the header."""
+    state = {k: v.detach().contiguous().cpu() for k, v in net.model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={META_KEY: net.spec.to_json()}))
+
+
+def read_state(path: Path, *, key: str | None = None) -> tuple[dict[str, torch.Tensor], ModelSpec | None]:
+    """Tensors (and our spec when present) from safetensors or a torch state dict, never unpickling code."""
+    where = dict(file=str(path), key=key)
+    if not path.is_file():
+        raise BadInput("checkpoint file not found", **where)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+            with safe_open(str(path), "pt") as f:
+                meta = (f.metadata() or {}).get(META_KEY)
+            return load_file(str(path)), ModelSpec.from_json(meta) if meta else None
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except SafetensorError as err:
+        raise BadInput(f"not a valid safetensors file ({err})", **where) from None
+    except Exception as err:  # torch raises several unrelated types for bad pickles
+        if "weights_only" in str(err) or "Unsupported global" in str(err):
+            raise BadInput("refused: the file holds Python objects, not just tensors (it could run code)",
+                           hint="re-save the state dict with safetensors or as plain tensors", **where) from None
+        raise BadInput(f"cannot read checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})",
+                       **where) from None
+    for wrapper in ("state_dict", "model", "model_state"):
+        if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
+            obj = obj[wrapper]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise BadInput("not a state dict of tensors", **where)
+    return {k.removeprefix("module."): v for k, v in obj.items()}, None
+
+
+def load_weights(net: Net, path: Path, *, key: str | None = None,
+                 state: dict[str, torch.Tensor] | None = None) -> None:
+    """Copy a checkpoint into `net`, naming what does not fit instead of a raw key dump."""
+    state = state if state is not None else read_state(path, key=key)[0]
+    own = net.model.state_dict()
+    missing = [k for k in own if k not in state]
+    shape = [k for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or shape:
+        bad = (missing + shape)[:3]
+        raise BadInput(f"checkpoint does not fit {net.spec.name} ({len(missing)} missing, "
+                       f"{len(shape)} mis-shaped tensors, e.g. {', '.join(bad)})", file=str(path), key=key,
+                       hint="check the model name, model_kwargs, channels and number of classes")
+    net.model.load_state_dict({k: state[k] for k in own})
+
+
+def load_net(path: Path, *, key: str | None = None) -> Net:
+    """Rebuild a model saved by `save_net` from its own header."""
+    state, spec = read_state(path, key=key)
+    if spec is None:
+        raise BadInput("checkpoint carries no lfcc-deploy model spec", file=str(path), key=key)
+    net = build_net(spec)
+    load_weights(net, path, key=key, state=state)
+    return net

@@ -1,0 +1,190 @@
+"""The jobs behind the CLI, usable from Python: train a teacher, distil a student, evaluate a run.
+
+Everything that can reject the input (recipe, data files, model names, checkpoints,
+run directory state) is checked before the first byte is written to the run directory.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import DataBundle, check_data, load_data
+from .engine import Phase, Reporter, Trainer, accuracy
+from .errors import BadInput
+from .losses import METHODS, MethodContext
+from .manifest import manifest
+from .models import (ModelSpec, Net, build_net, check_model_name, default_normalisation, load_net,
+                     load_weights, param_count, read_state, resolve_kwargs)
+from .plots import plot_curves
+from .recipe import (ModelConfig, Recipe, TrainConfig, changed_keys, read_toml, recipe_dict, recipe_hash,
+                     recipe_to_toml, validate_recipe)
+from .rundir import RECIPE_FILE, SUMMARY_FILE, RunLock, check_run_dir, clear_run_dir, write_json, write_text
+IGNORED_ON_RESUME = {"device", "description"}
+
+
+class SilentReporter:
+    def start(self, *a) -> None: ...
+    def progress(self, *a) -> None: ...
+    def epoch(self, *a) -> None: ...
+    def finish(self, *a) -> None: ...
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise BadInput("device 'cuda' requested but CUDA is not available", key="device",
+                       hint="use --device cpu or auto")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def check_resources(recipe: Recipe, file: str | None = None) -> None:
+    """What schema validation cannot know: data files, model names, the teacher checkpoint."""
+    check_data(recipe.data, file=file)
+    check_model_name(recipe.teacher.model, file=file, key="teacher.model")
+    check_model_name(recipe.student.model, file=file, key="student.model")
+    if recipe.teacher.checkpoint:
+        read_state(Path(recipe.teacher.checkpoint), key="teacher.checkpoint")
+
+
+def make_net(cfg: ModelConfig, data: DataBundle, seed: int, spec_hint: ModelSpec | None = None) -> Net:
+    """Seeded so a CE reference and the distilled student start from the same weights."""
+    mean, std = default_normalisation(cfg.model, data.channels, cfg.pretrained, data.mean, data.std)
+    if spec_hint is not None:  # a toolkit checkpoint knows the normalisation it was trained with
+        mean, std = spec_hint.mean, spec_hint.std
+    spec = ModelSpec(name=cfg.model, num_classes=len(data.class_names), in_chans=data.channels,
+                     img_size=data.img_size, mean=cfg.mean or mean, std=cfg.std or std,
+                     kwargs=resolve_kwargs(cfg.model, data.img_size, cfg.model_kwargs, cfg.pretrained),
+                     class_names=data.class_names)
+    if len(spec.mean) != spec.in_chans or len(spec.std) != spec.in_chans:
+        raise BadInput(f"mean/std need {spec.in_chans} values (data.channels)", key="mean")
+    torch.manual_seed(seed)
+    return build_net(spec, pretrained=cfg.pretrained)
+
+
+def run_dir_for(recipe: Recipe, out: str | Path | None) -> Path:
+    return Path(out) if out else Path("runs") / recipe.name
+
+
+def _check_resume(run_dir: Path, recipe: Recipe) -> None:
+    old = read_toml(run_dir / RECIPE_FILE)
+    diff = [k for k in changed_keys(old, recipe_dict(recipe)) if k.split(".")[0] not in IGNORED_ON_RESUME]
+    if diff:
+        raise BadInput(f"recipe changed since this run started: {', '.join(diff[:6])}",
+                       file=str(run_dir / RECIPE_FILE),
+                       hint="resume with the original recipe, or use --force / another --out to start over")
+
+
+class Run:
+    """One invocation against one run directory: validate, lock, then train the phases in order."""
+
+    def __init__(self, recipe: Recipe, *, file: str | None = None, out: str | Path | None = None,
+                 resume: bool = False, force: bool = False, device: str | None = None,
+                 reporter: Reporter | None = None):
+        self.recipe, self.file, self.resume, self.force = recipe, file, resume, force
+        self.run_dir = run_dir_for(recipe, out)
+        self.device = resolve_device(device or recipe.device)
+        self.reporter = reporter or SilentReporter()
+        check_resources(recipe, file)
+        check_run_dir(self.run_dir, resume=resume, force=force)
+        if resume:
+            _check_resume(self.run_dir, recipe)
+        self.data = load_data(recipe.data, file=file)
+        self.results: dict[str, Any] = {}
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> "Run":
+        self.lock = RunLock(self.run_dir).__enter__()
+        check_run_dir(self.run_dir, resume=self.resume, force=self.force)
+        if self.force:
+            clear_run_dir(self.run_dir)
+        if not self.resume:
+            write_text(self.run_dir / RECIPE_FILE, recipe_to_toml(self.recipe))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.lock.__exit__(*exc)
+
+    def train(self, name: str, method: str, student: Net, teacher: Net | None, cfg: TrainConfig,
+              method_cfg=None) -> dict[str, Any]:
+        cls = METHODS.get(method)
+        ctx = MethodContext(num_classes=len(self.data.class_names), num_train=len(self.data.train),
+                            label_smoothing=cfg.label_smoothing)
+        m = cls(student, teacher, method_cfg or cls.Config(), ctx)
+        artifact = {"reference": "ce_reference"}.get(name, name)
+        phase = Phase(name, m, cfg, artifact, extra={"method": method})
+        self.results[name] = Trainer(phase, self.data, self.recipe.data.augment, self.run_dir, self.device,
+                                     self.reporter).run()
+        return self.results[name]
+
+    def teacher(self) -> Net:
+        """The teacher from `teacher.checkpoint`, from this run directory, or trained now."""
+        t = self.recipe.teacher
+        ckpt = Path(t.checkpoint) if t.checkpoint else None
+        hint = read_state(ckpt, key="teacher.checkpoint")[1] if ckpt else None
+        net = make_net(t, self.data, t.train.seed, spec_hint=hint)
+        if ckpt is None:
+            self.train("teacher", "ce", net, None, t.train)
+            return net.to(self.device)
+        load_weights(net, ckpt, key="teacher.checkpoint")
+        net.to(self.device)
+        self.results["teacher"] = dict(phase="teacher", model=t.model, params=param_count(net),
+                                       val_acc=accuracy(net, self.data.val, self.device),
+                                       test_acc=accuracy(net, self.data.test, self.device)
+                                       if self.data.test is not None else None,
+                                       wall_s=0.0, artifact=str(ckpt))
+        return net
+
+    def summary(self) -> dict[str, Any]:
+        d = self.data
+        summary = dict(recipe=self.recipe.name, method=self.recipe.distill.method, run_dir=str(self.run_dir),
+                       device=str(self.device),
+                       data=dict(name=d.name, identity=d.identity, train=len(d.train), val=len(d.val),
+                                 test=len(d.test) if d.test is not None else 0, classes=d.class_names),
+                       **self.results, wall_s=time.perf_counter() - self.started,
+                       manifest=manifest(recipe_hash(self.recipe), self.device))
+        write_json(self.run_dir / SUMMARY_FILE, summary)
+        plot_curves(self.run_dir)
+        return summary
+
+
+def train_teacher(recipe: Recipe, **kw) -> dict[str, Any]:
+    with Run(recipe, **kw) as run:
+        run.teacher()
+        return run.summary()
+
+
+def distill(recipe: Recipe, **kw) -> dict[str, Any]:
+    """Teacher (trained unless given), optional CE-only reference, then the distilled student."""
+    with Run(recipe, **kw) as run:
+        teacher = run.teacher()
+        d, s = recipe.distill, recipe.student
+        if d.ce_reference:
+            run.train("reference", "ce", make_net(s, run.data, d.seed), None, d)
+        uses_teacher = METHODS.get(d.method).uses_teacher
+        run.train("student", d.method, make_net(s, run.data, d.seed), teacher if uses_teacher else None,
+                  d, recipe.method_config())
+        return run.summary()
+
+
+def evaluate(run_dir: str | Path, *, device: str = "auto", file_key: str = "RUN_DIR") -> dict[str, Any]:
+    """Accuracy of every model a run directory holds, on validation and test splits."""
+    run_dir = Path(run_dir)
+    recipe_path = run_dir / RECIPE_FILE
+    if not recipe_path.is_file():
+        raise BadInput("not a run directory (no recipe.toml)", file=str(run_dir), key=file_key)
+    recipe = validate_recipe(read_toml(recipe_path), str(recipe_path))
+    dev = resolve_device(device)
+    data = load_data(recipe.data, file=str(recipe_path))
+    out: dict[str, Any] = {}
+    for name in ("teacher", "ce_reference", "student"):
+        path = run_dir / f"{name}.safetensors"
+        if path.is_file():
+            net = load_net(path).to(dev)
+            out[name] = dict(model=net.spec.name, params=param_count(net),
+                             val_acc=accuracy(net, data.val, dev),
+                             test_acc=accuracy(net, data.test, dev) if data.test is not None else None)
+    if not out:
+        raise BadInput("run directory holds no trained model (*.safetensors)", file=str(run_dir))
+    return out

@@ -1,0 +1,237 @@
+"""Recipes: declarative TOML validated by pydantic, with dotted `--set` overrides.
+
+Schema validation is kept apart from resolving resources (data files, model
+names, checkpoints) so that presets for data this machine lacks still validate.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+from pydantic import Field, ValidationError, create_model, field_validator, model_validator
+
+from .errors import BadInput
+from .losses import METHODS
+from .schema import Strict
+
+DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
+RECIPE_DIRS = (Path("recipes"), Path(__file__).resolve().parent.parent / "recipes")
+
+
+class Augment(Strict):
+    """On-device augmentation; applied to training batches only."""
+
+    random_crop: bool = True
+    crop_padding: int = Field(2, ge=0, description="pixels of zero padding before the random crop")
+    horizontal_flip: bool = False
+
+
+class DataConfig(Strict):
+    name: Literal["digits", "fashion_mnist", "cifar10", "cifar100", "imagefolder"]
+    root: str | None = Field(None, description="data folder; default per dataset")
+    img_size: int = Field(32, ge=8, le=1024)
+    channels: Literal[1, 3] = 3
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="seeded validation split of train")
+    split_seed: int = 0
+    augment: Augment = Augment()
+    workers: int = Field(2, ge=0, description="DataLoader workers (imagefolder only)")
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(10, gt=0)
+    batch_size: int = Field(128, gt=0)
+    optimizer: Literal["sgd", "adamw", "adam"] = "adamw"
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd only")
+    schedule: Literal["cosine", "constant", "linear"] = "cosine"
+    warmup: float = Field(0.0, ge=0, description="warm-up length in epochs")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(None, gt=0, description="max gradient norm")
+    seed: int = 0
+    train_fraction: float = Field(1.0, gt=0, le=1, description="stratified seeded share of train")
+    log_every: int = Field(20, gt=0, description="steps between progress updates (host syncs)")
+
+
+class ModelConfig(Strict):
+    model: str = Field(description="timm model name")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    pretrained: bool = Field(False, description="timm hub weights (needs internet)")
+    mean: list[float] | None = Field(None, description="input normalisation; default per model")
+    std: list[float] | None = None
+
+
+class TeacherConfig(ModelConfig):
+    checkpoint: str | None = Field(None, description="safetensors or torch state dict")
+    train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.checkpoint and self.pretrained:
+            raise ValueError("set checkpoint or pretrained, not both")
+        return self
+
+
+class StudentConfig(ModelConfig):
+    pass
+
+
+class DistillBase(TrainConfig):
+    method: str = "kd"
+    ce_reference: bool = Field(False, description="also train a CE-only student to compare")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v!r}; allowed: {', '.join(METHODS.names())}")
+        return v
+
+
+# One sub-table per registered method ([distill.kd], ...): a method file adds its own.
+DistillConfig = create_model(
+    "DistillConfig", __base__=DistillBase,
+    **{name: (cls.Config, Field(default_factory=cls.Config)) for name, cls in METHODS.items()},
+)
+
+
+class Recipe(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    data: DataConfig
+    teacher: TeacherConfig
+    student: StudentConfig
+    distill: DistillConfig = Field(default_factory=DistillConfig)  # type: ignore[valid-type]
+
+    def method_config(self) -> Strict:
+        return getattr(self.distill, self.distill.method)
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A path as given, else a name in ./recipes or the recipes shipped beside the package."""
+    p = Path(name_or_path)
+    if p.is_file():
+        return p
+    for d in RECIPE_DIRS:
+        for cand in (d / p, d / f"{p}.toml"):
+            if cand.is_file():
+                return cand
+    raise BadInput("recipe file not found", file=str(name_or_path),
+                   hint="give a path to a .toml file or a name from `lfcc-deploy recipes list`")
+
+
+def list_recipes() -> list[Path]:
+    seen: dict[str, Path] = {}
+    for d in RECIPE_DIRS:
+        for p in sorted(d.glob("*.toml")) if d.is_dir() else []:
+            seen.setdefault(p.stem, p)
+    return [seen[k] for k in sorted(seen)]
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b=VALUE` -> (['a', 'b'], value); VALUE is a TOML literal, else a bare string."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise BadInput(f"--set {item!r}: expected KEY=VALUE, e.g. distill.epochs=3")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise BadInput(f"--set {item!r}: {part} is not a table")
+        node[path[-1]] = value
+    return data
+
+
+def _allowed_keys(model: type[Strict], loc: tuple) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, Strict)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def describe_validation_error(err: ValidationError, file: str) -> BadInput:
+    """First pydantic error as one line naming file and dotted key; the count of others as hint."""
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        allowed = _allowed_keys(Recipe, loc)
+        msg = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    else:
+        msg = first["msg"].removeprefix("Value error, ")
+        if "input" in first and first["type"] != "value_error":
+            msg += f" (got {first['input']!r})"
+    more = len(err.errors()) - 1
+    hint = f"{more} more error(s): run `lfcc-deploy recipes check {file}`" if more else None
+    return BadInput(msg, file=file, key=key, hint=hint)
+
+
+def validate_recipe(data: dict, file: str) -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise describe_validation_error(err, file) from None
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise BadInput(f"malformed TOML: {err}", file=str(path)) from None
+    except (UnicodeDecodeError, IsADirectoryError, PermissionError) as err:
+        raise BadInput(f"cannot read recipe: {err.__class__.__name__}", file=str(path)) from None
+
+
+def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = find_recipe(name_or_path)
+    data = apply_overrides(read_toml(path), overrides or [])
+    return validate_recipe(data, str(path))
+
+
+def recipe_dict(recipe: Recipe) -> dict:
+    return recipe.model_dump(mode="json", exclude_none=True)
+
+
+def recipe_to_toml(recipe: Recipe) -> str:
+    return tomli_w.dumps(recipe_dict(recipe))
+
+
+def recipe_hash(recipe: Recipe) -> str:
+    blob = json.dumps(recipe_dict(recipe), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def changed_keys(old: dict, new: dict) -> list[str]:
+    a, b = flatten(old), flatten(new)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
