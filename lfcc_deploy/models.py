@@ -206,11 +206,11 @@ def read_state(path: Path, *, key: str | None = None) -> tuple[dict[str, torch.T
     except SafetensorError as err:
         raise BadInput(f"not a valid safetensors file ({err})", **where) from None
     except Exception as err:  # torch raises several unrelated types for bad pickles
-        if "weights_only" in str(err) or "Unsupported global" in str(err):
+        if "Unsupported global" in str(err):
             raise BadInput("refused: the file holds Python objects, not just tensors (it could run code)",
                            hint="re-save the state dict with safetensors or as plain tensors", **where) from None
-        raise BadInput(f"cannot read checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})",
-                       **where) from None
+        detail = str(err).split("WeightsUnpickler error:")[-1].strip().splitlines()[0][:120]
+        raise BadInput(f"cannot read checkpoint: truncated or not a tensor file ({detail})", **where) from None
     for wrapper in ("state_dict", "model", "model_state"):
         if isinstance(obj, dict) and isinstance(obj.get(wrapper), dict):
             obj = obj[wrapper]

@@ -44,8 +44,12 @@ def check_resources(recipe: Recipe, file: str | None = None) -> None:
     check_data(recipe.data, file=file)
     check_model_name(recipe.teacher.model, file=file, key="teacher.model")
     check_model_name(recipe.student.model, file=file, key="student.model")
-    if recipe.teacher.checkpoint:
-        read_state(Path(recipe.teacher.checkpoint), key="teacher.checkpoint")
+    ckpt = recipe.teacher.checkpoint
+    if ckpt and not Path(ckpt).is_file():
+        raise BadInput(f"checkpoint file not found: {ckpt}", file=file, key="teacher.checkpoint",
+                       hint="train one with `lfcc-deploy train-teacher` or fix the path")
+    if ckpt:
+        read_state(Path(ckpt), key="teacher.checkpoint")
 
 
 def make_net(cfg: ModelConfig, data: DataBundle, seed: int, spec_hint: ModelSpec | None = None) -> Net:

@@ -4,12 +4,12 @@ from __future__ import annotations
 import os
 import sys
 
-import click
 import typer
 
 from .. import __version__
 from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, LfccError
 
+INTERRUPTED = "error: interrupted; the checkpoint was saved, continue with --resume"
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil a large vision model into a small one of another family, export it, prove it.")
 
@@ -46,13 +46,25 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         return _fail(err.line(), err.hint, err.exit_code)
-    except click.exceptions.Exit as err:
-        return err.exit_code
-    except click.UsageError as err:
-        cmd = err.ctx.command_path if err.ctx else "lfcc-deploy"
-        return _fail(err.format_message(), f"see `{cmd} --help`", EXIT_BAD_INPUT)
-    except (KeyboardInterrupt, click.Abort):
-        return _fail("interrupted; the checkpoint was saved, continue with --resume", None, EXIT_INTERRUPTED)
+    except typer.Exit as err:
+        return getattr(err, "exit_code", 0)
+    except (KeyboardInterrupt, typer.Abort):
+        print(INTERRUPTED, file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if not (hasattr(err, "format_message") and hasattr(err, "exit_code")):
+            raise  # a bug: keep the traceback
+        return _usage_error(err)
+
+
+def _usage_error(err) -> int:
+    """Typer/click usage errors (unknown option, missing argument): one line plus a pointer to --help."""
+    if type(err).__name__ == "NoArgsIsHelpError":  # bare `lfcc-deploy GROUP`: show the help, not an error
+        print(err.format_message(), file=sys.stderr)
+        return 0
+    ctx = getattr(err, "ctx", None)
+    cmd = ctx.command_path if ctx is not None else "lfcc-deploy"
+    return _fail(err.format_message(), f"see `{cmd} --help`", err.exit_code or EXIT_BAD_INPUT)
 
 
 def run() -> None:

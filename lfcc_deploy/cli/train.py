@@ -1,13 +1,15 @@
 """`train-teacher`, `distill` and `eval`."""
 from __future__ import annotations
 
+import sys
 import time
 from typing import Optional
 
 import typer
 
 from .. import pipeline
-from . import app
+from ..errors import EXIT_INTERRUPTED
+from . import INTERRUPTED, app
 from .common import DEVICE, FORCE, OUT, QUIET, RESUME, SET, err, out, recipe_arg
 from .progress import _pct, reporter, results_table
 
@@ -18,6 +20,10 @@ def _train(job, recipe: str, overrides, out_dir, resume, force, device, quiet) -
     rep = reporter(err, quiet)
     try:
         summary = job(rec, file=file, out=out_dir, resume=resume, force=force, device=device, reporter=rep)
+    except KeyboardInterrupt:  # typer would turn it into a silent 130; say what was kept
+        rep.close()
+        print(INTERRUPTED, file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     finally:
         rep.close()
     out.print(results_table(summary, f"{rec.name} — {summary['data']['name']} on {summary['device']}"))
