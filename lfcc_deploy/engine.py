@@ -134,6 +134,9 @@ class Trainer:
         self.spe = self.train_src.steps_per_epoch(cfg.batch_size, train=True)
         self.total = cfg.epochs * self.spe
         self.method = phase.method.to(device)
+        for net in (self.method.student, self.method.teacher):
+            if net is not None:
+                net.place(device)
         self.net: Net = self.method.student
         self.opt = make_optimizer(self.method, cfg)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg, self.spe))

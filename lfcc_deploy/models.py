@@ -97,18 +97,18 @@ def _forced_builder_kwargs(name: str, forced: dict[str, Any]):
         module.build_model_with_cfg = original
 
 
-def create_timm_model(name: str, *, pretrained: bool = False, **kwargs) -> nn.Module:
+def create_timm_model(name: str, *, pretrained: bool = False, key: str = "model_kwargs", **kwargs) -> nn.Module:
     forced: dict[str, Any] = {}
     while True:
         free = {k: v for k, v in kwargs.items() if k not in forced}
         try:
             with _forced_builder_kwargs(name, forced):
                 return timm.create_model(name, pretrained=pretrained, **free)
-        except TypeError as err:
+        except (TypeError, ValueError, AssertionError, RuntimeError) as err:
             pinned = _PINNED.search(str(err))
-            if not pinned or pinned.group(1) in forced:
-                raise BadInput(f"timm cannot build {name!r} with these arguments: {err}",
-                               key="model_kwargs") from None
+            if not pinned or pinned.group(1) in forced or pinned.group(1) not in kwargs:
+                raise BadInput(f"timm cannot build {name!r} with {kwargs}: {str(err)[:160]}", key=key,
+                               hint="check the names and values in model_kwargs") from None
             forced[pinned.group(1)] = kwargs[pinned.group(1)]
 
 
@@ -132,13 +132,20 @@ class Net(nn.Module):
         c = spec.in_chans
         self.register_buffer("mean", torch.tensor(spec.mean).view(1, c, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(spec.std).view(1, c, 1, 1), persistent=False)
+        self.channels_last = False
 
     @property
     def is_token_model(self) -> bool:
         return type(self.model).__module__ in TOKEN_MODULES
 
+    def place(self, device: torch.device) -> "Net":
+        """Move to `device`; CNNs on CUDA run channels_last (tensor cores prefer NHWC)."""
+        self.channels_last = device.type == "cuda" and not self.is_token_model
+        return self.to(device, memory_format=torch.channels_last) if self.channels_last else self.to(device)
+
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(self.normalize(x))
@@ -175,8 +182,8 @@ def default_normalisation(name: str, channels: int, pretrained: bool,
     return mean, std
 
 
-def build_net(spec: ModelSpec, pretrained: bool = False) -> Net:
-    model = create_timm_model(spec.name, pretrained=pretrained, num_classes=spec.num_classes,
+def build_net(spec: ModelSpec, pretrained: bool = False, key: str = "model_kwargs") -> Net:
+    model = create_timm_model(spec.name, pretrained=pretrained, key=key, num_classes=spec.num_classes,
                               in_chans=spec.in_chans, **spec.kwargs)
     return Net(model, spec)
 

@@ -5,6 +5,7 @@ run directory state) is checked before the first byte is written to the run dire
 """
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ from .models import (ModelSpec, Net, build_net, check_model_name, default_normal
 from .plots import plot_curves
 from .recipe import (ModelConfig, Recipe, TrainConfig, changed_keys, read_toml, recipe_dict, recipe_hash,
                      recipe_to_toml, validate_recipe)
-from .rundir import RECIPE_FILE, SUMMARY_FILE, RunLock, check_run_dir, clear_run_dir, write_json, write_text
+from .rundir import (RECIPE_FILE, SUMMARY_FILE, RunLock, check_run_dir, clear_run_dir, read_json, write_json,
+                     write_text)
 IGNORED_ON_RESUME = {"device", "description"}
 
 
@@ -52,8 +54,9 @@ def check_resources(recipe: Recipe, file: str | None = None) -> None:
         read_state(Path(ckpt), key="teacher.checkpoint")
 
 
-def make_net(cfg: ModelConfig, data: DataBundle, seed: int, spec_hint: ModelSpec | None = None) -> Net:
-    """Seeded so a CE reference and the distilled student start from the same weights."""
+def make_net(cfg: ModelConfig, data: DataBundle, seed: int, role: str,
+             spec_hint: ModelSpec | None = None) -> Net:
+    """Build and dry-run one model; seeded so a CE reference and the distilled student start alike."""
     mean, std = default_normalisation(cfg.model, data.channels, cfg.pretrained, data.mean, data.std)
     if spec_hint is not None:  # a toolkit checkpoint knows the normalisation it was trained with
         mean, std = spec_hint.mean, spec_hint.std
@@ -62,39 +65,61 @@ def make_net(cfg: ModelConfig, data: DataBundle, seed: int, spec_hint: ModelSpec
                      kwargs=resolve_kwargs(cfg.model, data.img_size, cfg.model_kwargs, cfg.pretrained),
                      class_names=data.class_names)
     if len(spec.mean) != spec.in_chans or len(spec.std) != spec.in_chans:
-        raise BadInput(f"mean/std need {spec.in_chans} values (data.channels)", key="mean")
+        raise BadInput(f"mean/std need {spec.in_chans} values (data.channels)", key=f"{role}.mean")
     torch.manual_seed(seed)
-    return build_net(spec, pretrained=cfg.pretrained)
+    net = build_net(spec, pretrained=cfg.pretrained, key=f"{role}.model_kwargs")
+    try:
+        net.describe_stages()  # a dry forward at the recipe's input size, before anything is written
+    except (RuntimeError, ValueError, AssertionError) as err:
+        raise BadInput(f"{cfg.model} cannot run on {data.channels}×{data.img_size}×{data.img_size} input: "
+                       f"{str(err).splitlines()[0][:160]}", key=f"{role}.model_kwargs",
+                       hint="change data.img_size or the model's patch/window arguments") from None
+    return net
 
 
 def run_dir_for(recipe: Recipe, out: str | Path | None) -> Path:
     return Path(out) if out else Path("runs") / recipe.name
 
 
-def _check_resume(run_dir: Path, recipe: Recipe) -> None:
+def _refuse_changes(run_dir: Path, recipe: Recipe, ignore: set[str]) -> None:
     old = read_toml(run_dir / RECIPE_FILE)
-    diff = [k for k in changed_keys(old, recipe_dict(recipe)) if k.split(".")[0] not in IGNORED_ON_RESUME]
+    diff = [k for k in changed_keys(old, recipe_dict(recipe)) if k.split(".")[0] not in ignore]
     if diff:
         raise BadInput(f"recipe changed since this run started: {', '.join(diff[:6])}",
                        file=str(run_dir / RECIPE_FILE),
                        hint="resume with the original recipe, or use --force / another --out to start over")
 
 
-class Run:
-    """One invocation against one run directory: validate, lock, then train the phases in order."""
+def _teacher_only_run(run_dir: Path) -> bool:
+    """A directory `train-teacher` finished: `distill` continues it without --resume."""
+    summary = run_dir / SUMMARY_FILE
+    return summary.is_file() and read_json(summary).get("job") == "train-teacher"
 
-    def __init__(self, recipe: Recipe, *, file: str | None = None, out: str | Path | None = None,
+
+class Run:
+    """One invocation against one run directory: validate everything, lock, then train phase by phase."""
+
+    def __init__(self, recipe: Recipe, job: str, *, file: str | None = None, out: str | Path | None = None,
                  resume: bool = False, force: bool = False, device: str | None = None,
                  reporter: Reporter | None = None):
-        self.recipe, self.file, self.resume, self.force = recipe, file, resume, force
+        self.recipe, self.job, self.file = recipe, job, file
         self.run_dir = run_dir_for(recipe, out)
         self.device = resolve_device(device or recipe.device)
         self.reporter = reporter or SilentReporter()
         check_resources(recipe, file)
-        check_run_dir(self.run_dir, resume=resume, force=force)
-        if resume:
-            _check_resume(self.run_dir, recipe)
+        continues_teacher = job == "distill" and not (resume or force) and _teacher_only_run(self.run_dir)
+        self.resume, self.force = resume or continues_teacher, force
+        check_run_dir(self.run_dir, resume=self.resume, force=force)
+        if self.resume:  # the student's keys may change while only the teacher exists
+            _refuse_changes(self.run_dir, recipe, IGNORED_ON_RESUME | ({"student", "distill"}
+                                                                       if continues_teacher else set()))
+        self.rewrite_recipe = not resume
         self.data = load_data(recipe.data, file=file)
+        t, s = recipe.teacher, recipe.student
+        self.teacher_ckpt = Path(t.checkpoint) if t.checkpoint else None
+        hint = read_state(self.teacher_ckpt, key="teacher.checkpoint")[1] if self.teacher_ckpt else None
+        self.teacher_net = make_net(t, self.data, t.train.seed, "teacher", spec_hint=hint)
+        self.student_init = make_net(s, self.data, recipe.distill.seed, "student")
         self.results: dict[str, Any] = {}
         self.started = time.perf_counter()
 
@@ -103,7 +128,7 @@ class Run:
         check_run_dir(self.run_dir, resume=self.resume, force=self.force)
         if self.force:
             clear_run_dir(self.run_dir)
-        if not self.resume:
+        if self.rewrite_recipe:
             write_text(self.run_dir / RECIPE_FILE, recipe_to_toml(self.recipe))
         return self
 
@@ -124,26 +149,27 @@ class Run:
 
     def teacher(self) -> Net:
         """The teacher from `teacher.checkpoint`, from this run directory, or trained now."""
-        t = self.recipe.teacher
-        ckpt = Path(t.checkpoint) if t.checkpoint else None
-        hint = read_state(ckpt, key="teacher.checkpoint")[1] if ckpt else None
-        net = make_net(t, self.data, t.train.seed, spec_hint=hint)
+        net, ckpt = self.teacher_net, self.teacher_ckpt
         if ckpt is None:
-            self.train("teacher", "ce", net, None, t.train)
-            return net.to(self.device)
+            self.train("teacher", "ce", net, None, self.recipe.teacher.train)
+            return net
         load_weights(net, ckpt, key="teacher.checkpoint")
-        net.to(self.device)
-        self.results["teacher"] = dict(phase="teacher", model=t.model, params=param_count(net),
+        net.place(self.device)
+        self.results["teacher"] = dict(phase="teacher", model=net.spec.name, params=param_count(net),
                                        val_acc=accuracy(net, self.data.val, self.device),
                                        test_acc=accuracy(net, self.data.test, self.device)
                                        if self.data.test is not None else None,
                                        wall_s=0.0, artifact=str(ckpt))
         return net
 
+    def student(self) -> Net:
+        """A fresh copy of the seeded initial student, so every student phase starts from the same weights."""
+        return copy.deepcopy(self.student_init)
+
     def summary(self) -> dict[str, Any]:
         d = self.data
-        summary = dict(recipe=self.recipe.name, method=self.recipe.distill.method, run_dir=str(self.run_dir),
-                       device=str(self.device),
+        summary = dict(job=self.job, recipe=self.recipe.name, method=self.recipe.distill.method,
+                       run_dir=str(self.run_dir), device=str(self.device),
                        data=dict(name=d.name, identity=d.identity, train=len(d.train), val=len(d.val),
                                  test=len(d.test) if d.test is not None else 0, classes=d.class_names),
                        **self.results, wall_s=time.perf_counter() - self.started,
@@ -154,21 +180,21 @@ class Run:
 
 
 def train_teacher(recipe: Recipe, **kw) -> dict[str, Any]:
-    with Run(recipe, **kw) as run:
+    with Run(recipe, "train-teacher", **kw) as run:
         run.teacher()
         return run.summary()
 
 
 def distill(recipe: Recipe, **kw) -> dict[str, Any]:
     """Teacher (trained unless given), optional CE-only reference, then the distilled student."""
-    with Run(recipe, **kw) as run:
+    with Run(recipe, "distill", **kw) as run:
         teacher = run.teacher()
-        d, s = recipe.distill, recipe.student
+        d = recipe.distill
         if d.ce_reference:
-            run.train("reference", "ce", make_net(s, run.data, d.seed), None, d)
+            run.train("reference", "ce", run.student(), None, d)
         uses_teacher = METHODS.get(d.method).uses_teacher
-        run.train("student", d.method, make_net(s, run.data, d.seed), teacher if uses_teacher else None,
-                  d, recipe.method_config())
+        run.train("student", d.method, run.student(), teacher if uses_teacher else None, d,
+                  recipe.method_config())
         return run.summary()
 
 
@@ -185,7 +211,7 @@ def evaluate(run_dir: str | Path, *, device: str = "auto", file_key: str = "RUN_
     for name in ("teacher", "ce_reference", "student"):
         path = run_dir / f"{name}.safetensors"
         if path.is_file():
-            net = load_net(path).to(dev)
+            net = load_net(path).place(dev)
             out[name] = dict(model=net.spec.name, params=param_count(net),
                              val_acc=accuracy(net, data.val, dev),
                              test_acc=accuracy(net, data.test, dev) if data.test is not None else None)

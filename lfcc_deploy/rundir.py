@@ -81,6 +81,9 @@ def check_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
     run_dir = Path(run_dir)
     if resume and force:
         raise BadInput("--resume and --force contradict each other", hint="pick one")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise BadInput("run directory path exists and is not a directory", file=str(run_dir),
+                       hint="pass another --out")
     has_run = (run_dir / RECIPE_FILE).exists()
     if resume and not has_run:
         raise BadInput("nothing to resume: no recipe.toml here", file=str(run_dir),

@@ -159,3 +159,36 @@ def test_kill_9_then_resume_completes(tmp_path):
     steps_per_epoch = summary["student"]["steps"] // 6
     assert summary["student"]["steps"] == 6 * steps_per_epoch and summary["student"]["epochs"] == 6
     assert all(load_file(out / f) for f in ("student.safetensors", "teacher.safetensors"))
+
+
+def test_train_teacher_then_distill_continues_the_directory(tmp_path, cli):
+    path = tmp_path / "r.toml"
+    path.write_text(tiny_recipe_text())
+    out = tmp_path / "run"
+    assert cli("train-teacher", path, "--out", out, "--quiet").code == 0
+    teacher = (out / "teacher.safetensors").read_bytes()
+    # the student's keys may still change; the teacher's may not
+    res = cli("distill", path, "--out", out, "--quiet", "--set", "distill.epochs=1")
+    assert res.code == 0, res.err
+    assert (out / "teacher.safetensors").read_bytes() == teacher
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["job"] == "distill" and summary["student"]["epochs"] == 1
+    assert "epochs = 1" in (out / "recipe.toml").read_text()
+    res = cli("train-teacher", path, "--out", tmp_path / "run2", "--quiet")
+    assert res.code == 0
+    res = cli("distill", path, "--out", tmp_path / "run2", "--quiet", "--set", "teacher.train.lr=0.1")
+    assert res.code == 2 and "teacher.train.lr" in res.err
+
+
+def test_model_that_cannot_run_at_the_input_size_is_bad_input(tmp_path, cli):
+    path = tmp_path / "r.toml"
+    path.write_text(tiny_recipe_text().replace("model_kwargs = { patch_size = 4 }", "model_kwargs = { patch_size = 5 }"))
+    res = cli("distill", path, "--out", tmp_path / "run", "--quiet")
+    assert res.code == 2 and "teacher.model_kwargs" in res.err, res.err
+    assert "Traceback" not in res.err and not (tmp_path / "run").exists()
+    path.write_text(tiny_recipe_text())
+    res = cli("distill", path, "--out", tmp_path / "run", "--set", "student.model_kwargs={no_such_arg=1}")
+    assert res.code == 2 and "student.model_kwargs" in res.err
+    (tmp_path / "file").write_text("x")
+    res = cli("distill", tmp_path / "r.toml", "--out", tmp_path / "file")
+    assert res.code == 2 and "not a directory" in res.err
