@@ -27,6 +27,7 @@ from .rundir import atomic_write, write_text
 
 
 class Reporter(Protocol):
+    def note(self, text: str) -> None: ...
     def start(self, phase: str, total_steps: int, done_steps: int) -> None: ...
     def progress(self, step: int, stats: dict[str, float]) -> None: ...
     def epoch(self, record: dict[str, Any]) -> None: ...
@@ -184,7 +185,8 @@ class Trainer:
         acc = self._new_accum()
         if st["accum"]:
             acc.update({k: v.to(self.device) for k, v in st["accum"].items()})
-        t0, last_ckpt, tick = time.perf_counter(), time.perf_counter(), (time.perf_counter(), st["step"])
+        t0 = epoch_t0 = last_ckpt = time.perf_counter()
+        tick = (t0, st["step"])
         self.method.train()
         for x, y in self.train_src.batches(cfg.batch_size, device=self.device, train=True, seed=cfg.seed,
                                           epoch=epoch, start_step=start, augment=self.augment):
@@ -222,7 +224,7 @@ class Trainer:
                     if interrupt["hit"]:
                         raise KeyboardInterrupt
         st["wall_s"] += time.perf_counter() - t0
-        self._end_epoch(epoch, acc, time.perf_counter() - t0)
+        self._end_epoch(epoch, acc, time.perf_counter() - epoch_t0)
 
     def _check_finite(self, acc: dict[str, torch.Tensor]) -> None:
         bad = int(acc["bad_step"].item())

@@ -28,6 +28,7 @@ IGNORED_ON_RESUME = {"device", "description"}
 
 
 class SilentReporter:
+    def note(self, *a) -> None: ...
     def start(self, *a) -> None: ...
     def progress(self, *a) -> None: ...
     def epoch(self, *a) -> None: ...
@@ -101,8 +102,9 @@ class Run:
 
     def __init__(self, recipe: Recipe, job: str, *, file: str | None = None, out: str | Path | None = None,
                  resume: bool = False, force: bool = False, device: str | None = None,
-                 reporter: Reporter | None = None):
+                 reporter: Reporter | None = None, teacher_result: dict[str, Any] | None = None):
         self.recipe, self.job, self.file = recipe, job, file
+        self.known_teacher = teacher_result  # accuracies of a given checkpoint, measured once by the caller
         self.run_dir = run_dir_for(recipe, out)
         self.device = resolve_device(device or recipe.device)
         self.reporter = reporter or SilentReporter()
@@ -120,8 +122,21 @@ class Run:
         hint = read_state(self.teacher_ckpt, key="teacher.checkpoint")[1] if self.teacher_ckpt else None
         self.teacher_net = make_net(t, self.data, t.train.seed, "teacher", spec_hint=hint)
         self.student_init = make_net(s, self.data, recipe.distill.seed, "student")
+        if job == "distill":
+            self._check_method(file)
         self.results: dict[str, Any] = {}
         self.started = time.perf_counter()
+
+    def _check_method(self, file: str | None) -> None:
+        method = METHODS.get(self.recipe.distill.method)
+        teacher = self.teacher_net if method.uses_teacher else None
+        try:
+            note = method.check(self.student_init, teacher, self.recipe.method_config())
+        except BadInput as err:
+            err.file = err.file or file
+            raise
+        if note:
+            self.reporter.note(note)
 
     def __enter__(self) -> "Run":
         self.lock = RunLock(self.run_dir).__enter__()
@@ -148,18 +163,19 @@ class Run:
         return self.results[name]
 
     def teacher(self) -> Net:
-        """The teacher from `teacher.checkpoint`, from this run directory, or trained now."""
-        net, ckpt = self.teacher_net, self.teacher_ckpt
-        if ckpt is None:
-            self.train("teacher", "ce", net, None, self.recipe.teacher.train)
+        """The teacher from `teacher.checkpoint`, hub weights as they are, this run directory, or trained now."""
+        t, net, ckpt = self.recipe.teacher, self.teacher_net, self.teacher_ckpt
+        if ckpt is None and t.finetune:
+            self.train("teacher", "ce", net, None, t.train)
             return net
-        load_weights(net, ckpt, key="teacher.checkpoint")
+        if ckpt is not None:
+            load_weights(net, ckpt, key="teacher.checkpoint")
         net.place(self.device)
-        self.results["teacher"] = dict(phase="teacher", model=net.spec.name, params=param_count(net),
-                                       val_acc=accuracy(net, self.data.val, self.device),
-                                       test_acc=accuracy(net, self.data.test, self.device)
-                                       if self.data.test is not None else None,
-                                       wall_s=0.0, artifact=str(ckpt))
+        self.results["teacher"] = self.known_teacher or dict(
+            phase="teacher", model=net.spec.name, params=param_count(net),
+            val_acc=accuracy(net, self.data.val, self.device),
+            test_acc=accuracy(net, self.data.test, self.device) if self.data.test is not None else None,
+            wall_s=0.0, artifact=str(ckpt or "pretrained"))
         return net
 
     def student(self) -> Net:

@@ -67,12 +67,15 @@ class ModelConfig(Strict):
 
 class TeacherConfig(ModelConfig):
     checkpoint: str | None = Field(None, description="safetensors or torch state dict")
+    finetune: bool = Field(True, description="with pretrained = true: false uses the hub weights as they are")
     train: TrainConfig = TrainConfig()
 
     @model_validator(mode="after")
     def _one_source(self):
         if self.checkpoint and self.pretrained:
             raise ValueError("set checkpoint or pretrained, not both")
+        if not self.finetune and not self.pretrained:
+            raise ValueError("finetune = false needs pretrained = true (a scratch teacher must be trained)")
         return self
 
 

@@ -15,6 +15,8 @@ from typing import Any, Callable
 from .errors import BadInput
 
 RECIPE_FILE = "recipe.toml"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 SUMMARY_FILE = "summary.json"
 
 
@@ -27,6 +29,7 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # some writers create 0600 temp files; artifacts are shareable
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -8,8 +8,8 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, LfccError
+from .progress import INTERRUPTED
 
-INTERRUPTED = "error: interrupted; the checkpoint was saved, continue with --resume"
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil a large vision model into a small one of another family, export it, prove it.")
 
@@ -26,7 +26,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
     """Distil, export, benchmark and gate compact vision models."""
 
 
-from . import models as _models, recipes as _recipes, train as _train  # noqa: E402,F401  (registers commands)
+from . import compare as _compare, models as _models, recipes as _recipes, train as _train  # noqa: E402,F401
 
 
 def _fail(line: str, hint: str | None, code: int) -> int:

@@ -1,11 +1,19 @@
 """Progress reporting and the tables people read; the engine only sees the `Reporter` protocol."""
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
 from typing import Any
+
+import typer
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+from ..errors import EXIT_INTERRUPTED
+
+INTERRUPTED = "error: interrupted; the checkpoint was saved, continue with --resume"
 
 PHASE_TITLES = {"teacher": "teacher", "reference": "CE-only student", "student": "distilled student"}
 
@@ -24,6 +32,9 @@ class LogReporter:
 
     def __init__(self, console: Console):
         self.console = console
+
+    def note(self, text: str) -> None:
+        self.console.print(text, highlight=False)
 
     def start(self, phase: str, total: int, done: int) -> None:
         what = f"resuming at step {done}" if done else "starting"
@@ -68,8 +79,18 @@ class RichReporter(LogReporter):
             self.bar = None
 
 
-def reporter(console: Console, quiet: bool) -> LogReporter:
-    return LogReporter(console) if quiet or not console.is_terminal else RichReporter(console)
+@contextmanager
+def reporting(console: Console, quiet: bool):
+    """A reporter for one command; Ctrl-C becomes the documented line and exit 130, the bar is closed."""
+    rep = LogReporter(console) if quiet or not console.is_terminal else RichReporter(console)
+    try:
+        yield rep
+    except KeyboardInterrupt:  # typer would turn it into a silent 130; say what was kept
+        rep.close()
+        print(INTERRUPTED, file=sys.stderr)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    finally:
+        rep.close()
 
 
 def results_table(summary: dict[str, Any], title: str) -> Table:

@@ -1,31 +1,22 @@
 """`train-teacher`, `distill` and `eval`."""
 from __future__ import annotations
 
-import sys
 import time
 from typing import Optional
 
 import typer
 
 from .. import pipeline
-from ..errors import EXIT_INTERRUPTED
-from . import INTERRUPTED, app
+from . import app
 from .common import DEVICE, FORCE, OUT, QUIET, RESUME, SET, err, out, recipe_arg
-from .progress import _pct, reporter, results_table
+from .progress import _pct, reporting, results_table
 
 
 def _train(job, recipe: str, overrides, out_dir, resume, force, device, quiet) -> dict:
     started = time.perf_counter()
     rec, file = recipe_arg(recipe, overrides)
-    rep = reporter(err, quiet)
-    try:
+    with reporting(err, quiet) as rep:
         summary = job(rec, file=file, out=out_dir, resume=resume, force=force, device=device, reporter=rep)
-    except KeyboardInterrupt:  # typer would turn it into a silent 130; say what was kept
-        rep.close()
-        print(INTERRUPTED, file=sys.stderr)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    finally:
-        rep.close()
     out.print(results_table(summary, f"{rec.name} — {summary['data']['name']} on {summary['device']}"))
     _warn_weak_teacher(summary)
     out.print(f"run directory: {summary['run_dir']}   total time: {time.perf_counter() - started:.1f} s",

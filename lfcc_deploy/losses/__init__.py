@@ -2,10 +2,18 @@
 from ..registry import Registry
 from .base import Method, MethodContext
 from .ce import CE
+from .dkd import DKD
+from .fitnet import FitNet
 from .kd import KD
+from .lfcc import LFCC
+from .ofa import OFA
 
 METHODS: Registry[type[Method]] = Registry("method")
 METHODS.register("ce")(CE)
 METHODS.register("kd")(KD)
+METHODS.register("fitnet")(FitNet)
+METHODS.register("ofa")(OFA)
+METHODS.register("dkd")(DKD)
+METHODS.register("lfcc")(LFCC)
 
 __all__ = ["METHODS", "Method", "MethodContext"]

@@ -40,6 +40,15 @@ class Method(nn.Module):
         if self.teacher is not None:
             self.teacher.requires_grad_(False).eval()
 
+    @classmethod
+    def check(cls, student: Net, teacher: Net | None, cfg: Strict) -> str | None:
+        """Validate `cfg` against the actual models before anything is written; return a line to print.
+
+        Feature methods resolve their stage pairing here (raising BadInput on a bad index), so a
+        mistake surfaces before the run directory is touched.
+        """
+        return None
+
     def train(self, mode: bool = True) -> "Method":
         super().train(mode)
         if self.teacher is not None:

@@ -1,0 +1,29 @@
+"""`compare`: methods side by side on one teacher, student, data, schedule and seed set."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from .. import compare as cmp
+from . import app
+from .common import DEVICE, QUIET, SET, err, out, recipe_arg
+from .progress import reporting
+
+
+@app.command()
+def compare(recipe: str = typer.Argument(..., help="Recipe path or name."),
+            methods: str = typer.Option("ce,kd,fitnet,ofa,lfcc", "--methods", help="Comma-separated methods."),
+            seeds: int = typer.Option(3, "--seeds", help="Seeds per row (0, 1, …)."),
+            variant: Optional[list[str]] = typer.Option(None, "--variant", metavar="'LABEL=METHOD key=value …'",
+                                                        help="An extra ablation row with recipe overrides."),
+            teacher: Optional[str] = typer.Option(None, "--teacher", help="Reuse RUN_DIR/teacher.safetensors."),
+            out_dir: Optional[str] = typer.Option(None, "--out", help="Default runs/<recipe name>-compare."),
+            set_: Optional[list[str]] = SET, device: Optional[str] = DEVICE, quiet: bool = QUIET) -> None:
+    """Train the teacher once, then every method × seed; write compare.md, compare.json, compare.png."""
+    rec, file = recipe_arg(recipe, set_)
+    with reporting(err, quiet) as rep:
+        table = cmp.compare(rec, file=file, methods=[m.strip() for m in methods.split(",") if m.strip()],
+                            seeds=seeds, variants=variant or [], teacher_dir=teacher, out=out_dir, device=device,
+                            reporter=rep)
+    out.print(cmp.markdown(table), highlight=False, markup=False)

@@ -1,0 +1,174 @@
+"""`compare`: every method on the same teacher, student, data, schedule and seeds, side by side.
+
+The teacher is trained once (or given) and reused by every row; each row × seed is its own,
+resumable run directory, so an interrupted comparison picks up where it stopped.
+"""
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput
+from .losses import METHODS
+from .pipeline import distill, train_teacher
+from .recipe import Recipe, apply_overrides, recipe_dict, validate_recipe
+from .rundir import RECIPE_FILE, SUMMARY_FILE, read_json, write_json, write_text
+
+WEAK_TEACHER_MARGIN = 0.02
+
+
+@dataclass
+class Row:
+    label: str
+    method: str
+    overrides: list[str] = field(default_factory=list)
+
+
+def parse_variant(text: str) -> Row:
+    """'LABEL=METHOD key=value …' -> Row; values are TOML literals like --set."""
+    head, *overrides = text.split()
+    label, sep, method = head.partition("=")
+    if not sep or not label or not method:
+        raise BadInput(f"--variant {text!r}: expected 'LABEL=METHOD key=value …'",
+                       hint="e.g. --variant 'lfcc-g1=lfcc distill.lfcc.grids=[1]'")
+    METHODS.get(method, key="--variant")
+    if any("=" not in o for o in overrides):
+        raise BadInput(f"--variant {text!r}: every override needs KEY=VALUE")
+    return Row(label, method, overrides)
+
+
+def row_recipe(base: Recipe, row: Row, seed: int, teacher: Path, file: str) -> Recipe:
+    data = apply_overrides(recipe_dict(base), [f"distill.method='{row.method}'", f"distill.seed={seed}",
+                                               "distill.ce_reference=false", f"teacher.checkpoint='{teacher}'",
+                                               *row.overrides])
+    return validate_recipe(data, f"{file} ({row.label})")
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _teacher(base: Recipe, file: str, out: Path, teacher_dir: str | None, device,
+             reporter) -> tuple[Path, dict[str, Any] | None]:
+    """Train the teacher once into OUT/teacher, or take --teacher RUN_DIR; (checkpoint, its summary entry)."""
+    run_dir = Path(teacher_dir) if teacher_dir else out / "teacher"
+    ckpt = (run_dir / "teacher.safetensors").resolve()
+    summary = run_dir / SUMMARY_FILE
+    if teacher_dir:
+        if not ckpt.is_file():
+            raise BadInput("no teacher.safetensors in this run directory", file=str(run_dir), key="--teacher")
+    elif not summary.is_file():
+        train_teacher(base, file=file, out=run_dir, resume=(run_dir / RECIPE_FILE).exists(), device=device,
+                      reporter=reporter)
+    known = read_json(summary).get("teacher") if summary.is_file() else None
+    return ckpt, known  # without a summary each row measures the teacher itself
+
+
+def compare(base: Recipe, *, file: str, methods: list[str], seeds: int, variants: list[str],
+            teacher_dir: str | None = None, out: str | Path | None = None, device: str | None = None,
+            reporter=None) -> dict[str, Any]:
+    for m in methods:
+        METHODS.get(m, key="--methods")
+    rows = [Row(m, m) for m in methods] + [parse_variant(v) for v in variants]
+    if not rows:
+        raise BadInput("nothing to compare", key="--methods", hint="e.g. --methods ce,kd,lfcc")
+    if len({r.label for r in rows}) != len(rows):
+        raise BadInput("two rows share a label", key="--variant", hint="give each variant its own LABEL")
+    if seeds < 1:
+        raise BadInput("--seeds must be >= 1", key="--seeds")
+    out = Path(out) if out else Path("runs") / f"{base.name}-compare"
+    for row in rows:  # validate every row's recipe before training anything
+        row_recipe(base, row, 0, out / "teacher.safetensors", file)
+    ckpt, teacher = _teacher(base, file, out, teacher_dir, device, reporter)
+    results = []
+    for row in rows:
+        runs = []
+        for seed in range(seeds):
+            run_dir = out / row.label / f"seed{seed}"
+            if (run_dir / SUMMARY_FILE).is_file():
+                done = read_json(run_dir / SUMMARY_FILE)
+                runs.append(done["student"])
+                teacher = teacher or done["teacher"]
+                continue
+            if reporter:
+                reporter.note(f"compare: {row.label} seed {seed} -> {run_dir}")
+            summary = distill(row_recipe(base, row, seed, ckpt, file), file=file, out=run_dir,
+                              resume=(run_dir / RECIPE_FILE).exists(), device=device, reporter=reporter,
+                              teacher_result=teacher)
+            runs.append(summary["student"])
+            teacher = teacher or summary["teacher"]
+        results.append(_row_result(row, runs))
+    table = _finish_table(base, teacher, results)
+    write_outputs(out, table)
+    return table
+
+
+def _row_result(row: Row, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    key = "test_acc" if runs[0].get("test_acc") is not None else "val_acc"
+    acc_mean, acc_std = _stats([r[key] for r in runs])
+    return dict(label=row.label, method=row.method, overrides=row.overrides, seeds=len(runs), metric=key,
+                acc_mean=acc_mean, acc_std=acc_std, accs=[r[key] for r in runs],
+                val_mean=statistics.fmean(r["val_acc"] for r in runs),
+                s_per_epoch=statistics.fmean(r["s_per_epoch"] for r in runs),
+                step_ms=statistics.fmean(1000 * r["wall_s"] / r["steps"] for r in runs),
+                params=runs[0]["params"], model=runs[0]["model"])
+
+
+def _finish_table(base: Recipe, teacher: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    ref = next((r for r in rows if r["method"] == "kd" and not r["overrides"]), rows[0])
+    for r in rows:
+        r["step_rel"] = r["step_ms"] / ref["step_ms"]
+    key = rows[0]["metric"]
+    ce = next((r for r in rows if r["method"] == "ce" and not r["overrides"]), None)
+    weak = ce is not None and teacher.get(key) is not None and teacher[key] - ce["acc_mean"] < WEAK_TEACHER_MARGIN
+    return dict(recipe=base.name, data=base.data.name, student=base.student.model, teacher=teacher,
+                step_reference=ref["label"], metric=key, weak_teacher=weak, rows=rows)
+
+
+def markdown(table: dict[str, Any]) -> str:
+    t, key = table["teacher"], table["metric"]
+    split = "test" if key == "test_acc" else "validation"
+    lines = [f"# {table['recipe']}: methods compared on {table['data']}", "",
+             f"Teacher {t['model']}: {split} accuracy {100 * t[key]:.2f} %, trained in {t.get('wall_s', 0):.0f} s "
+             f"(not included below). Student {table['student']}.", ""]
+    if table["weak_teacher"]:
+        lines += [f"> **Warning:** the teacher is less than {100 * WEAK_TEACHER_MARGIN:.0f} points above the CE "
+                  "student: distillation has little to transfer. Train the teacher longer or pick a stronger one.",
+                  ""]
+    lines += [f"| row | method | {split} acc (mean ± std) | val acc | seeds | s/epoch | step time vs "
+              f"{table['step_reference']} |", "|---|---|---|---|---|---|---|"]
+    for r in table["rows"]:
+        lines.append(f"| {r['label']} | {r['method']} {' '.join(r['overrides'])} | {100 * r['acc_mean']:.2f} ± "
+                     f"{100 * r['acc_std']:.2f} % | {100 * r['val_mean']:.2f} % | {r['seeds']} | "
+                     f"{r['s_per_epoch']:.1f} | {r['step_rel']:.2f}× |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out: Path, table: dict[str, Any]) -> None:
+    write_json(out / "compare.json", table)
+    write_text(out / "compare.md", markdown(table))
+    _plot(out / "compare.png", table)
+
+
+def _plot(path: Path, table: dict[str, Any]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .rundir import atomic_write
+    rows = table["rows"]
+    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 3, 4))
+    ax.bar([r["label"] for r in rows], [100 * r["acc_mean"] for r in rows],
+           yerr=[100 * r["acc_std"] for r in rows], capsize=4, color="#4c72b0")
+    teacher_acc = table["teacher"].get(table["metric"])
+    if teacher_acc is not None:
+        ax.axhline(100 * teacher_acc, color="#c44e52", linestyle="--", label="teacher")
+        ax.legend()
+    low = min(100 * (r["acc_mean"] - r["acc_std"]) for r in rows)
+    ax.set_ylim(max(0, low - 5), 100)
+    ax.set(ylabel=f"{table['metric'].replace('_', ' ')} (%)", title=f"{table['recipe']}: student accuracy by method")
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+    plt.close(fig)

@@ -1,0 +1,65 @@
+"""`compare`: one teacher for every row, per-seed run directories, a table computed from them, resumable."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+from conftest import tiny_recipe_text
+from lfcc_deploy.losses import METHODS
+
+LOSSES = Path(__file__).resolve().parent.parent / "lfcc_deploy" / "losses"
+
+
+def test_registry_and_method_files_agree():
+    files = {p.stem for p in LOSSES.glob("*.py")} - {"__init__", "base", "blocks"}
+    assert files == set(METHODS.names())
+
+
+def test_compare_table_from_per_seed_runs(tmp_path, cli):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(tiny_recipe_text(epochs=1))
+    out = tmp_path / "cmp"
+    res = cli("compare", recipe, "--methods", "ce,kd", "--seeds", "2", "--out", out, "--quiet",
+              "--variant", "kd-t1=kd distill.kd.temperature=1.0")
+    assert res.code == 0, res.err
+    for name in ("compare.md", "compare.json", "compare.png", "teacher/teacher.safetensors"):
+        assert (out / name).is_file(), name
+    table = json.loads((out / "compare.json").read_text())
+    assert [r["label"] for r in table["rows"]] == ["ce", "kd", "kd-t1"]
+    for row in table["rows"]:
+        accs = [json.loads((out / row["label"] / f"seed{s}" / "summary.json").read_text())["student"]["test_acc"]
+                for s in range(2)]
+        assert row["acc_mean"] == statistics.fmean(accs) and row["acc_std"] == statistics.stdev(accs)
+        recipe_text = (out / row["label"] / "seed1" / "recipe.toml").read_text()
+        assert "seed = 1" in recipe_text and str((out / "teacher" / "teacher.safetensors").resolve()) in recipe_text
+    assert table["rows"][1]["step_rel"] == 1.0 and table["step_reference"] == "kd"
+    assert "temperature = 1.0" in (out / "kd-t1" / "seed0" / "recipe.toml").read_text()
+    assert "| kd-t1 |" in res.out and "Teacher" in res.out
+    # seeds really differ, the teacher is shared
+    w0 = (out / "kd" / "seed0" / "student.safetensors").read_bytes()
+    assert w0 != (out / "kd" / "seed1" / "student.safetensors").read_bytes()
+
+    stamp = (out / "kd" / "seed0" / "student.safetensors").stat().st_mtime_ns
+    again = cli("compare", recipe, "--methods", "ce,kd", "--seeds", "2", "--out", out, "--quiet",
+                "--variant", "kd-t1=kd distill.kd.temperature=1.0")
+    assert again.code == 0
+    assert (out / "kd" / "seed0" / "student.safetensors").stat().st_mtime_ns == stamp  # reused, not retrained
+    assert json.loads((out / "compare.json").read_text())["rows"] == table["rows"]
+
+    reuse = cli("compare", recipe, "--methods", "ce", "--seeds", "1", "--teacher", out / "teacher",
+                "--out", tmp_path / "cmp2", "--quiet")
+    assert reuse.code == 0 and not (tmp_path / "cmp2" / "teacher").exists()
+
+
+def test_compare_bad_arguments(tmp_path, cli):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(tiny_recipe_text(epochs=1))
+    for args, needle in [(("--methods", "ce,nope"), "unknown method"),
+                         (("--variant", "broken"), "LABEL=METHOD"),
+                         (("--variant", "x=kd distill.kd.temperature=-1"), "distill.kd.temperature"),
+                         (("--teacher", tmp_path / "none"), "teacher.safetensors")]:
+        res = cli("compare", recipe, "--seeds", "1", "--out", tmp_path / "o", *args)
+        assert res.code == 2 and needle in res.err, (args, res.err)
+        assert len(res.err.strip().splitlines()) <= 2
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,135 @@
+"""LFCC's pieces against hand-derived values, and every method across every family pair."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lfcc_deploy.errors import BadInput
+from lfcc_deploy.losses import METHODS, MethodContext
+from lfcc_deploy.losses.blocks import LowPassBank, info_nce
+from lfcc_deploy.losses.lfcc import LFCC, LFCCConfig
+from lfcc_deploy.models import ModelSpec, build_net, resolve_kwargs
+
+FILTERS = ["avgpool", "gaussian", "fft"]
+
+
+def checkerboard(n: int) -> torch.Tensor:
+    i = torch.arange(n)
+    return (((i[:, None] + i[None, :]) % 2) * 2 - 1).float().view(1, 1, n, n)
+
+
+@pytest.mark.parametrize("kind", FILTERS)
+@pytest.mark.parametrize("size", [8, 16])
+def test_checkerboard_is_filtered_out(kind, size):
+    out = LowPassBank([1, 2, 4], kind)(checkerboard(size).repeat(2, 3, 1, 1))
+    assert out.shape == (2, 3 * (1 + 4 + 16))
+    assert out.abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("kind", FILTERS)
+def test_checkerboard_on_odd_maps_is_strongly_attenuated(kind):
+    # 7×7 has no exact Nyquist pattern: a 3×3 pooling cell of ±1 keeps 1/9 at most
+    assert LowPassBank([1, 2, 4], kind)(checkerboard(7)).abs().max() <= 1 / 9 + 1e-6
+
+
+@pytest.mark.parametrize("kind", FILTERS)
+@pytest.mark.parametrize("size", [1, 7, 8])
+def test_constant_map_passes_unchanged(kind, size):
+    x = torch.full((2, 4, size, size), 3.5)
+    out = LowPassBank([1, 2, 4], kind)(x)
+    assert torch.allclose(out, torch.full_like(out, 3.5), atol=1e-5)
+
+
+def test_info_nce_matches_hand_computation():
+    s = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    t = torch.tensor([[0.8, 0.6], [0.0, 1.0], [1.0, 0.0]])
+    tau = 0.5
+    sim = [[sum(a * b for a, b in zip(si, tj)) / tau for tj in t.tolist()] for si in s.tolist()]
+
+    def ce_rows(m):
+        return sum(-m[i][i] + math.log(sum(math.exp(v) for v in m[i])) for i in range(3)) / 3
+
+    s_to_t = ce_rows(sim)
+    t_to_s = ce_rows([list(col) for col in zip(*sim)])
+    assert info_nce(s, t, tau, symmetric=False).item() == pytest.approx(s_to_t, rel=1e-6)
+    assert info_nce(s, t, tau, symmetric=True).item() == pytest.approx((s_to_t + t_to_s) / 2, rel=1e-6)
+    # aligned pairs score lower than shuffled ones
+    assert info_nce(t, t, tau) < info_nce(t, t[[1, 2, 0]], tau)
+
+
+def make(name, kwargs, size=16):
+    spec = ModelSpec(name=name, num_classes=10, in_chans=1, img_size=size, mean=[0.5], std=[0.25],
+                     kwargs=resolve_kwargs(name, size, kwargs, pretrained=False))
+    torch.manual_seed(0)
+    return build_net(spec)
+
+
+FAMILIES = {
+    "cnn": ("test_resnet", {}),
+    "vit": ("test_vit", {"patch_size": 4}),
+    "swin": ("swin_tiny_patch4_window7_224", dict(embed_dim=16, depths=[1, 1, 1], num_heads=[1, 2, 4],
+                                                   patch_size=2, window_size=4)),
+    "mlp": ("mixer_s16_224", dict(embed_dim=32, num_blocks=4)),
+}
+PAIRS = [(t, s) for t in FAMILIES for s in FAMILIES if t != s]
+
+
+@pytest.mark.parametrize("method", METHODS.names())
+@pytest.mark.parametrize("teacher_family,student_family", PAIRS)
+def test_every_method_learns_across_families(method, teacher_family, student_family):
+    teacher, student = make(*FAMILIES[teacher_family]), make(*FAMILIES[student_family])
+    cls = METHODS.get(method)
+    cfg = cls.Config()
+    cls.check(student, teacher if cls.uses_teacher else None, cfg)
+    m = cls(student, teacher if cls.uses_teacher else None, cfg, MethodContext(num_classes=10, num_train=64))
+    m.train()
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    student_before = [p.detach().clone() for p in student.parameters()]
+    torch.manual_seed(1)
+    x, y = torch.rand(16, 1, 16, 16), torch.randint(0, 10, (16,))
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=3e-3)
+    totals = []
+    for _ in range(6):
+        logits, losses = m(x, y)
+        loss = sum(losses.values())
+        opt.zero_grad()
+        loss.backward()
+        if not totals:
+            own = [p for n, p in m.named_parameters() if not n.startswith(("student.", "teacher."))]
+            assert all(p.grad is not None for p in own), "method modules get no gradient"
+        totals.append(loss.item())
+        opt.step()
+    assert logits.shape == (16, 10) and all(math.isfinite(v) for v in totals)
+    assert totals[-1] < totals[0]
+    assert any(not torch.equal(a, b) for a, b in zip(student_before, student.parameters()))
+    assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_before.items())
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_lfcc_gradients_reach_student_and_projectors_only():
+    teacher, student = make(*FAMILIES["vit"]), make(*FAMILIES["cnn"])
+    m = LFCC(student, teacher, LFCCConfig(ce_weight=0, kd_weight=0), MethodContext(10, 64))
+    _, losses = m(torch.rand(8, 1, 16, 16), torch.randint(0, 10, (8,)))
+    assert set(losses) == {"ce", "lfcc"}
+    losses["lfcc"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.grad is not None for p in m.s_proj.parameters())
+    assert all(p.grad is not None for p in m.t_proj.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_lfcc_default_stages_and_bad_indexes():
+    teacher, student = make(*FAMILIES["vit"]), make(*FAMILIES["cnn"])
+    note = LFCC.check(student, teacher, LFCCConfig())
+    sizes = [d["height"] for d in student.describe_stages()]
+    s_idx, t_idx = LFCC.stages(student, teacher, LFCCConfig())
+    assert len(s_idx) == len(t_idx) == 2 and all(sizes[i] >= 4 for i in s_idx)
+    assert s_idx == [i for i, h in enumerate(sizes) if h >= 4][-2:]
+    assert "student" in note and "teacher" in note
+    with pytest.raises(BadInput) as err:
+        LFCC.check(student, teacher, LFCCConfig(student_stages=[9], teacher_stages=[1]))
+    assert "distill.lfcc.student_stages" in err.value.line()
+    with pytest.raises(BadInput):
+        LFCC.check(student, teacher, LFCCConfig(student_stages=[0, 1], teacher_stages=[1]))
