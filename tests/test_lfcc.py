@@ -42,6 +42,13 @@ def test_constant_map_passes_unchanged(kind, size):
     assert torch.allclose(out, torch.full_like(out, 3.5), atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [1, 7, 8, 12])
+def test_avgpool_bank_equals_adaptive_pooling_per_grid(size):
+    x = torch.randn(2, 3, size, size)
+    ref = torch.cat([torch.nn.functional.adaptive_avg_pool2d(x, g).flatten(1) for g in (1, 2, 4)], dim=1)
+    assert torch.allclose(LowPassBank([1, 2, 4], "avgpool")(x), ref, atol=1e-6)
+
+
 def test_info_nce_matches_hand_computation():
     s = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
     t = torch.tensor([[0.8, 0.6], [0.0, 1.0], [1.0, 0.0]])

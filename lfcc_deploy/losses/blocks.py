@@ -75,6 +75,15 @@ def _fft_lowpass(x: torch.Tensor, cycles: int) -> torch.Tensor:
     return torch.fft.irfft2(spec * mask, s=(h, w), norm="ortho")
 
 
+def pool(x: torch.Tensor, g: int) -> torch.Tensor:
+    """Average over a g×g grid of cells: a reshape-mean when the map divides evenly (exactly the same
+    numbers, several times faster on CPU than adaptive pooling), adaptive pooling otherwise."""
+    b, c, h, w = x.shape
+    if h % g or w % g:
+        return F.adaptive_avg_pool2d(x, g)
+    return x.reshape(b, c, g, h // g, g, w // g).mean(dim=(3, 5)) if (h, w) != (g, g) else x
+
+
 class LowPassBank(nn.Module):
     """B×C×H×W -> B×(C·Σ g²): each grid g keeps the map's content at g×g resolution.
 
@@ -95,20 +104,31 @@ class LowPassBank(nn.Module):
             x = _blur(x.float(), sigma=max(0.5, min(x.shape[-2:]) / (4 * g)))
         elif self.kind == "fft":
             x = _fft_lowpass(x, cycles=g // 2)
-        return F.adaptive_avg_pool2d(x.float(), g)
+        return pool(x.float(), g)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fine = max(self.grids)
+        if self.kind == "avgpool" and x.shape[-2] % fine == 0 and x.shape[-1] % fine == 0:
+            # pool once to the finest grid; coarser grids that divide it are averages of its cells
+            base = pool(x.float(), fine)
+            return torch.cat([(pool(base, g) if fine % g == 0 else self.filter(x, g)).flatten(1)
+                              for g in self.grids], dim=1)
         return torch.cat([self.filter(x, g).flatten(1) for g in self.grids], dim=1)
 
 
 class Projector(nn.Module):
-    """Linear -> BatchNorm -> ReLU -> Linear into the compact space, then L2 normalisation."""
+    """Into the compact space, then L2 normalisation.
 
-    def __init__(self, in_features: int, dim: int, hidden: int | None = None):
+    `linear` (one Linear, as CRD's embedding) is the cheap default: the filtered vectors are
+    already small and smooth, and the optimiser step over a large MLP projector was the main
+    extra cost over logit KD on a small CPU student. `mlp` (Linear -> BatchNorm -> ReLU -> Linear)
+    adds capacity for large, very different teacher and student features.
+    """
+
+    def __init__(self, in_features: int, dim: int, kind: Literal["linear", "mlp"] = "linear"):
         super().__init__()
-        hidden = hidden or 2 * dim
-        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, dim))
+        self.net = nn.Linear(in_features, dim) if kind == "linear" else nn.Sequential(
+            nn.Linear(in_features, 2 * dim), nn.BatchNorm1d(2 * dim), nn.ReLU(inplace=True), nn.Linear(2 * dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(x.float()), dim=1)

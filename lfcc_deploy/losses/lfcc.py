@@ -24,6 +24,7 @@ class LFCCConfig(Strict):
     grids: list[int] = Field(default_factory=lambda: [1, 2, 4], description="pooling grids of the low-pass bank")
     filter: Literal["avgpool", "gaussian", "fft"] = "avgpool"
     dim: int = Field(128, gt=0, description="size of the compact space")
+    projector: Literal["linear", "mlp"] = Field("linear", description="linear, or Linear-BN-ReLU-Linear")
     temperature: float = Field(0.1, gt=0, description="InfoNCE temperature")
     symmetric: bool = Field(True, description="average student->teacher and teacher->student InfoNCE")
     student_stages: list[int] | None = Field(None, description="default: last two stages with maps >= max grid")
@@ -60,8 +61,8 @@ class LFCC(Method):
         self.bank = LowPassBank(cfg.grids, cfg.filter)
         s_ch = [c for c, _, _ in stage_channels(student, self.s_idx)]
         t_ch = [c for c, _, _ in stage_channels(teacher, self.t_idx)]
-        self.s_proj = nn.ModuleList(Projector(self.bank.out_features(c), cfg.dim) for c in s_ch)
-        self.t_proj = nn.ModuleList(Projector(self.bank.out_features(c), cfg.dim) for c in t_ch)
+        self.s_proj = nn.ModuleList(Projector(self.bank.out_features(c), cfg.dim, cfg.projector) for c in s_ch)
+        self.t_proj = nn.ModuleList(Projector(self.bank.out_features(c), cfg.dim, cfg.projector) for c in t_ch)
 
     def teacher_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Frozen teacher: logits and low-pass vectors (what a teacher cache would store)."""
