@@ -75,6 +75,20 @@ def autocast(device: torch.device):
     return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
+def train_step(method: Method, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               device: torch.device, grad_clip: float | None = None):
+    """One optimisation step; returns (logits, losses, total loss) without syncing with the device."""
+    with autocast(device):
+        logits, losses = method(x, y)
+    loss = sum(losses.values())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(method.parameters(), grad_clip)
+    opt.step()
+    return logits, losses, loss
+
+
 @torch.inference_mode()
 def accuracy(net: Net, source: Source, device: torch.device, batch_size: int = 512) -> float:
     was = net.training
@@ -193,14 +207,7 @@ class Trainer:
         self.method.train()
         for x, y in self.train_src.batches(cfg.batch_size, device=self.device, train=True, seed=cfg.seed,
                                           epoch=epoch, start_step=start, augment=self.augment):
-            with autocast(self.device):
-                logits, losses = self.method(x, y)
-            loss = sum(losses.values())
-            self.opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(self.method.parameters(), cfg.grad_clip)
-            self.opt.step()
+            logits, losses, loss = train_step(self.method, self.opt, x, y, self.device, cfg.grad_clip)
             self.sched.step()
             step_t = torch.tensor(st["step"], device=self.device)
             acc["bad_step"] = torch.where((acc["bad_step"] < 0) & ~torch.isfinite(loss), step_t, acc["bad_step"])

@@ -34,6 +34,9 @@ def test_compare_table_from_per_seed_runs(tmp_path, cli):
         recipe_text = (out / row["label"] / "seed1" / "recipe.toml").read_text()
         assert "seed = 1" in recipe_text and str((out / "teacher" / "teacher.safetensors").resolve()) in recipe_text
     assert table["rows"][1]["step_rel"] == 1.0 and table["step_reference"] == "kd"
+    assert all(r["step_ms_bench"] > 0 for r in table["rows"])
+    # the CE row skips the teacher forward, so its interleaved step is the cheapest
+    assert table["rows"][0]["step_ms_bench"] < table["rows"][1]["step_ms_bench"]
     assert "temperature = 1.0" in (out / "kd-t1" / "seed0" / "recipe.toml").read_text()
     assert "| kd-t1 |" in res.out and "Teacher" in res.out
     # seeds really differ, the teacher is shared

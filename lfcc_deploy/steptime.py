@@ -1,0 +1,65 @@
+"""Step times that survive a noisy shared machine: methods interleaved on one batch, medians compared.
+
+Wall time of separate runs drifts by tens of percent on shared runners, so ratios taken from runs
+made minutes apart are unreliable. Timing every candidate in turn, round after round, on the same
+batch exposes them all to the same drift; the median of each gives an honest ratio.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .data import load_data
+from .engine import make_optimizer, train_step
+from .losses import METHODS, MethodContext
+from .models import load_weights
+from .pipeline import make_net, resolve_device
+from .recipe import Recipe
+
+
+def interleaved_ms(steps: dict[str, Callable[[], object]], rounds: int = 20, warmup: int = 3,
+                   device: torch.device | None = None) -> dict[str, float]:
+    """Median milliseconds per call of each step, the steps run in turn `rounds` times."""
+    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        for step in steps.values():
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            sync()
+            t0 = time.perf_counter()
+            step()
+            sync()
+            times[name].append(1000 * (time.perf_counter() - t0))
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def method_steps(recipes: dict[str, Recipe], teacher_ckpt: Path | None, *, file: str | None = None,
+                 device: str | None = None, rounds: int = 20) -> dict[str, float]:
+    """Median training-step time of each labelled recipe's method on the same real batch and teacher."""
+    first = next(iter(recipes.values()))
+    dev = resolve_device(device or first.device)
+    data = load_data(first.data, file=file)
+    x, y = next(iter(data.train.batches(first.distill.batch_size, device=dev, train=True,
+                                        augment=first.data.augment)))
+    teacher = make_net(first.teacher, data, 0, "teacher")
+    if teacher_ckpt is not None:
+        load_weights(teacher, teacher_ckpt, key="teacher.checkpoint")
+    teacher.place(dev)
+    steps = {}
+    for label, rec in recipes.items():
+        cls = METHODS.get(rec.distill.method)
+        student = make_net(rec.student, data, rec.distill.seed, "student")
+        method = cls(student, teacher if cls.uses_teacher else None, rec.method_config(),
+                     MethodContext(len(data.class_names), len(data.train), rec.distill.label_smoothing)).to(dev)
+        student.place(dev)
+        method.train()
+        steps[label] = partial(train_step, method, make_optimizer(method, rec.distill), x, y, dev,
+                               rec.distill.grad_clip)
+    return interleaved_ms(steps, rounds=rounds, device=dev)
