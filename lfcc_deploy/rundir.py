@@ -92,8 +92,8 @@ def check_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
         raise BadInput("nothing to resume: no recipe.toml here", file=str(run_dir),
                        hint="drop --resume to start a new run")
     if has_run and not resume and not force:
-        state = "finished" if (run_dir / SUMMARY_FILE).exists() else "unfinished"
-        raise BadInput(f"run directory already holds a {state} run", file=str(run_dir),
+        state = "a finished" if (run_dir / SUMMARY_FILE).exists() else "an unfinished"
+        raise BadInput(f"run directory already holds {state} run", file=str(run_dir),
                        hint="use --resume to continue it, --force to start over, or --out for another directory")
 
 
