@@ -194,7 +194,9 @@ class Trainer:
 
     def _new_accum(self) -> dict[str, torch.Tensor]:
         z = lambda dt=torch.float32: torch.zeros((), dtype=dt, device=self.device)  # noqa: E731
-        return {"loss": z(), "correct": z(torch.long), "seen": z(torch.long), "bad_step": z(torch.long) - 1}
+        # "steps" counts this epoch's steps on the device, so flagging a bad step needs no host copy
+        return {"loss": z(), "correct": z(torch.long), "seen": z(torch.long), "steps": z(torch.long),
+                "bad_step": z(torch.long) - 1}
 
     def _epoch(self, interrupt: dict) -> None:
         cfg, st = self.p.cfg, self.state
@@ -209,8 +211,9 @@ class Trainer:
                                           epoch=epoch, start_step=start, augment=self.augment):
             logits, losses, loss = train_step(self.method, self.opt, x, y, self.device, cfg.grad_clip)
             self.sched.step()
-            step_t = torch.tensor(st["step"], device=self.device)
-            acc["bad_step"] = torch.where((acc["bad_step"] < 0) & ~torch.isfinite(loss), step_t, acc["bad_step"])
+            acc["bad_step"] = torch.where((acc["bad_step"] < 0) & ~torch.isfinite(loss),
+                                          acc["steps"] + epoch * self.spe, acc["bad_step"])
+            acc["steps"] += 1
             acc["loss"] += loss.detach().float() * len(y)
             acc["correct"] += (logits.detach().argmax(1) == y).sum()
             acc["seen"] += len(y)
