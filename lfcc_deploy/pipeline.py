@@ -15,7 +15,7 @@ import torch
 from .data import DataBundle, check_data, load_data
 from .engine import Phase, Reporter, Trainer, accuracy
 from .errors import BadInput
-from .losses import METHODS, MethodContext
+from .losses import METHODS, Method, MethodContext
 from .manifest import manifest
 from .models import (ModelSpec, Net, build_net, check_model_name, default_normalisation, load_net,
                      load_weights, param_count, read_state, resolve_kwargs)
@@ -42,8 +42,11 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 
-def check_resources(recipe: Recipe, file: str | None = None) -> None:
-    """What schema validation cannot know: data files, model names, the teacher checkpoint."""
+def check_resources(recipe: Recipe, file: str | None = None):
+    """What schema validation cannot know: data files, model names, the teacher checkpoint.
+
+    Returns the teacher checkpoint's (tensors, spec) when the recipe names one, so callers read it once.
+    """
     check_data(recipe.data, file=file)
     check_model_name(recipe.teacher.model, file=file, key="teacher.model")
     check_model_name(recipe.student.model, file=file, key="student.model")
@@ -51,8 +54,7 @@ def check_resources(recipe: Recipe, file: str | None = None) -> None:
     if ckpt and not Path(ckpt).is_file():
         raise BadInput(f"checkpoint file not found: {ckpt}", file=file, key="teacher.checkpoint",
                        hint="train one with `lfcc-deploy train-teacher` or fix the path")
-    if ckpt:
-        read_state(Path(ckpt), key="teacher.checkpoint")
+    return read_state(Path(ckpt), key="teacher.checkpoint") if ckpt else None
 
 
 def make_net(cfg: ModelConfig, data: DataBundle, seed: int, role: str,
@@ -76,6 +78,15 @@ def make_net(cfg: ModelConfig, data: DataBundle, seed: int, role: str,
                        f"{str(err).splitlines()[0][:160]}", key=f"{role}.model_kwargs",
                        hint="change data.img_size or the model's patch/window arguments") from None
     return net
+
+
+def make_method(name: str, student: Net, teacher: Net | None, cfg: TrainConfig, method_cfg,
+                data: DataBundle) -> Method:
+    """A registered method over the given nets, with what it may need to know about the run."""
+    cls = METHODS.get(name)
+    ctx = MethodContext(num_classes=len(data.class_names), num_train=len(data.train),
+                        label_smoothing=cfg.label_smoothing)
+    return cls(student, teacher if cls.uses_teacher else None, method_cfg or cls.Config(), ctx)
 
 
 def run_dir_for(recipe: Recipe, out: str | Path | None) -> Path:
@@ -108,7 +119,7 @@ class Run:
         self.run_dir = run_dir_for(recipe, out)
         self.device = resolve_device(device or recipe.device)
         self.reporter = reporter or SilentReporter()
-        check_resources(recipe, file)
+        teacher_state = check_resources(recipe, file)
         continues_teacher = job == "distill" and not (resume or force) and _teacher_only_run(self.run_dir)
         self.resume, self.force = resume or continues_teacher, force
         check_run_dir(self.run_dir, resume=self.resume, force=force)
@@ -119,7 +130,7 @@ class Run:
         self.data = load_data(recipe.data, file=file)
         t, s = recipe.teacher, recipe.student
         self.teacher_ckpt = Path(t.checkpoint) if t.checkpoint else None
-        hint = read_state(self.teacher_ckpt, key="teacher.checkpoint")[1] if self.teacher_ckpt else None
+        self.teacher_state, hint = teacher_state or (None, None)
         self.teacher_net = make_net(t, self.data, t.train.seed, "teacher", spec_hint=hint)
         self.student_init = make_net(s, self.data, recipe.distill.seed, "student")
         if job == "distill":
@@ -152,10 +163,7 @@ class Run:
 
     def train(self, name: str, method: str, student: Net, teacher: Net | None, cfg: TrainConfig,
               method_cfg=None) -> dict[str, Any]:
-        cls = METHODS.get(method)
-        ctx = MethodContext(num_classes=len(self.data.class_names), num_train=len(self.data.train),
-                            label_smoothing=cfg.label_smoothing)
-        m = cls(student, teacher, method_cfg or cls.Config(), ctx)
+        m = make_method(method, student, teacher, cfg, method_cfg, self.data)
         artifact = {"reference": "ce_reference"}.get(name, name)
         phase = Phase(name, m, cfg, artifact, extra={"method": method})
         self.results[name] = Trainer(phase, self.data, self.recipe.data.augment, self.run_dir, self.device,
@@ -169,7 +177,7 @@ class Run:
             self.train("teacher", "ce", net, None, t.train)
             return net
         if ckpt is not None:
-            load_weights(net, ckpt, key="teacher.checkpoint")
+            load_weights(net, ckpt, key="teacher.checkpoint", state=self.teacher_state)
         net.place(self.device)
         self.results["teacher"] = self.known_teacher or dict(
             phase="teacher", model=net.spec.name, params=param_count(net),
@@ -208,18 +216,16 @@ def distill(recipe: Recipe, **kw) -> dict[str, Any]:
         d = recipe.distill
         if d.ce_reference:
             run.train("reference", "ce", run.student(), None, d)
-        uses_teacher = METHODS.get(d.method).uses_teacher
-        run.train("student", d.method, run.student(), teacher if uses_teacher else None, d,
-                  recipe.method_config())
+        run.train("student", d.method, run.student(), teacher, d, recipe.method_config())
         return run.summary()
 
 
-def evaluate(run_dir: str | Path, *, device: str = "auto", file_key: str = "RUN_DIR") -> dict[str, Any]:
+def evaluate(run_dir: str | Path, *, device: str = "auto") -> dict[str, Any]:
     """Accuracy of every model a run directory holds, on validation and test splits."""
     run_dir = Path(run_dir)
     recipe_path = run_dir / RECIPE_FILE
     if not recipe_path.is_file():
-        raise BadInput("not a run directory (no recipe.toml)", file=str(run_dir), key=file_key)
+        raise BadInput("not a run directory (no recipe.toml)", file=str(run_dir))
     recipe = validate_recipe(read_toml(recipe_path), str(recipe_path))
     dev = resolve_device(device)
     data = load_data(recipe.data, file=str(recipe_path))

@@ -16,9 +16,8 @@ import torch
 
 from .data import load_data
 from .engine import make_optimizer, train_step
-from .losses import METHODS, MethodContext
 from .models import load_weights
-from .pipeline import make_net, resolve_device
+from .pipeline import make_method, make_net, resolve_device
 from .recipe import Recipe
 
 
@@ -54,10 +53,8 @@ def method_steps(recipes: dict[str, Recipe], teacher_ckpt: Path | None, *, file:
     teacher.place(dev)
     steps = {}
     for label, rec in recipes.items():
-        cls = METHODS.get(rec.distill.method)
         student = make_net(rec.student, data, rec.distill.seed, "student")
-        method = cls(student, teacher if cls.uses_teacher else None, rec.method_config(),
-                     MethodContext(len(data.class_names), len(data.train), rec.distill.label_smoothing)).to(dev)
+        method = make_method(rec.distill.method, student, teacher, rec.distill, rec.method_config(), data).to(dev)
         student.place(dev)
         method.train()
         steps[label] = partial(train_step, method, make_optimizer(method, rec.distill), x, y, dev,
