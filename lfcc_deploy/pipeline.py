@@ -24,7 +24,7 @@ from .recipe import (ModelConfig, Recipe, TrainConfig, changed_keys, read_toml, 
                      recipe_to_toml, validate_recipe)
 from .rundir import (RECIPE_FILE, SUMMARY_FILE, RunLock, check_run_dir, clear_run_dir, read_json, write_json,
                      write_text)
-IGNORED_ON_RESUME = {"device", "description"}
+IGNORED_ON_RESUME = {"device", "description", "export", "gates"}  # not training keys
 
 
 class SilentReporter:

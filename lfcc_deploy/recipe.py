@@ -15,6 +15,7 @@ import tomli_w
 from pydantic import Field, ValidationError, create_model, field_validator, model_validator
 
 from .errors import BadInput
+from .export.config import ExportConfig
 from .losses import METHODS
 from .schema import Strict
 
@@ -110,6 +111,7 @@ class Recipe(Strict):
     teacher: TeacherConfig
     student: StudentConfig
     distill: DistillConfig = Field(default_factory=DistillConfig)  # type: ignore[valid-type]
+    export: ExportConfig = ExportConfig()
 
     def method_config(self) -> Strict:
         return getattr(self.distill, self.distill.method)
