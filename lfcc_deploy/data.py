@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .errors import BadInput
+from .preprocess import convert_channels, to_unit_float
 
 if TYPE_CHECKING:  # recipe imports the method registry; data only needs the field names
     from .recipe import Augment, DataConfig
@@ -48,7 +49,6 @@ CIFAR_FILES = {
                 "label_names", "labels"),
     "cifar100": (["train"], ["test"], "meta", "fine_label_names", "fine_labels"),
 }
-GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
 DIGITS_TEST_FRACTION = 0.2  # sklearn's digits ship no test split: a fixed one, seed 0, any recipe
 STATS_SAMPLES = 1024  # images an image folder decodes to estimate its channel statistics
 
@@ -62,21 +62,6 @@ def _generator(*parts: object) -> torch.Generator:
 def _device(device: str | torch.device) -> torch.device:
     d = torch.device(device)
     return torch.device("cuda", torch.cuda.current_device()) if d == torch.device("cuda") else d
-
-
-def convert_channels(x: Tensor, channels: int) -> Tensor:
-    """N×C×H×W to `channels`: RGB->gray by BT.601 weights (uint8 rounds), gray->RGB by repeat."""
-    have = x.shape[1]
-    if have == channels:
-        return x
-    if (have, channels) == (1, 3):
-        return x.repeat(1, 3, 1, 1)
-    if (have, channels) != (3, 1):
-        raise ValueError(f"cannot convert {have} channels to {channels}")
-    xf = x if x.is_floating_point() else x.float()
-    w = torch.tensor(GRAY_WEIGHTS, dtype=xf.dtype, device=x.device).view(1, 3, 1, 1)
-    gray = (xf * w).sum(1, keepdim=True)
-    return gray if x.is_floating_point() else gray.round().clamp(0, 255).to(x.dtype)
 
 
 def _stratified_pick(labels: Tensor, fraction: float, seed: int, *, leave_one: bool) -> Tensor:
@@ -152,18 +137,10 @@ class Source:
         end = min(n, self.steps_per_epoch(batch_size, train) * batch_size)
         chunks = self._uint8_batches(order[start_step * batch_size:end], batch_size, device)
         for step, (x, y) in enumerate(chunks, start=start_step):
-            x = self._to_float(x)
+            x = to_unit_float(x, self.img_size, self.channels)
             if train and augment is not None:
                 x = augment_batch(x, augment, _generator("augment", seed, epoch, step))
             yield x, y
-
-    def _to_float(self, x: Tensor) -> Tensor:
-        x = x.float().div_(255)
-        h, w, s = *x.shape[-2:], self.img_size
-        if (h, w) != (s, s):  # bilinear stays in [0, 1]; antialias only matters downscaling
-            x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False,
-                              antialias=s < min(h, w))
-        return convert_channels(x, self.channels)
 
     def pixel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std in [0, 1] after channel conversion, from a histogram."""

@@ -6,37 +6,18 @@ batch exposes them all to the same drift; the median of each gives an honest rat
 """
 from __future__ import annotations
 
-import statistics
-import time
 from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from .bench.timing import interleaved_ms
 from .data import load_data
 from .engine import make_optimizer, train_step
 from .models import load_weights
 from .pipeline import make_method, make_net, resolve_device
 from .recipe import Recipe
-
-
-def interleaved_ms(steps: dict[str, Callable[[], object]], rounds: int = 20, warmup: int = 3,
-                   device: torch.device | None = None) -> dict[str, float]:
-    """Median milliseconds per call of each step, the steps run in turn `rounds` times."""
-    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        for step in steps.values():
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            sync()
-            t0 = time.perf_counter()
-            step()
-            sync()
-            times[name].append(1000 * (time.perf_counter() - t0))
-    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def method_steps(recipes: dict[str, Recipe], teacher_ckpt: Path | None, *, file: str | None = None,

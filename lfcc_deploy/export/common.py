@@ -1,0 +1,115 @@
+"""What every export format shares: the result record, ONNX metadata, onnxruntime sessions, inputs.
+
+One result shape for all formats (as Ultralytics' exporter does) keeps the CLI table,
+the JSON summary and the bench's artifact discovery format-agnostic.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from ..errors import BadInput, MissingDependency
+from ..preprocess import Preprocess
+
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+ONNX_HINT = 'pip install "lfcc-deploy" (onnx, onnxruntime and onnxscript are dependencies)'
+
+
+@dataclass
+class ExportResult:
+    """One artifact: what was written, how, and what it keeps of the fp32 model."""
+
+    format: str                 # onnx | onnx-int8 | onnx-fp16 | tensorrt
+    precision: str              # fp32 | fp16 | int8
+    path: str
+    seconds: float
+    size_bytes: int
+    exporter: str = ""
+    notes: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def require(module: str):
+    """Import an export dependency or say in one line what to install."""
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError:
+        raise MissingDependency(f"python package {module!r} is not installed", hint=ONNX_HINT) from None
+
+
+def set_metadata(model, meta: dict[str, Any]) -> None:
+    """ONNX metadata_props are strings: non-strings are stored as JSON."""
+    props = {p.key: p.value for p in model.metadata_props}
+    props.update({k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()})
+    del model.metadata_props[:]
+    for k, v in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = k, v
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """metadata_props of an ONNX file, read without loading its weights."""
+    onnx = require("onnx")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except FileNotFoundError:
+        raise BadInput("ONNX file not found", file=str(path)) from None
+    except Exception as err:  # protobuf raises DecodeError and friends
+        raise BadInput(f"not a readable ONNX file ({type(err).__name__})", file=str(path)) from None
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def preprocess_of(meta: dict[str, str], path: Path) -> Preprocess:
+    if "preprocess" not in meta:
+        raise BadInput("ONNX file carries no lfcc-deploy preprocessing metadata", file=str(path),
+                       hint="export it with `lfcc-deploy export RUN_DIR`")
+    return Preprocess.from_json(meta["preprocess"], file=str(path))
+
+
+def cpu_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def ort_session(path: Path | bytes, *, threads: int | None = None, providers: list[str] | None = None):
+    """An onnxruntime session (from a file or serialized bytes), full graph optimisation, explicit threads."""
+    ort = require("onnxruntime")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads or cpu_threads()
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts, providers=providers or ["CPUExecutionProvider"])
+
+
+def run_session(session, batches: list[np.ndarray]) -> np.ndarray:
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: b})[0] for b in batches]).astype(np.float32)
+
+
+def batch_list(x: torch.Tensor, batch: int) -> list[np.ndarray]:
+    return [np.ascontiguousarray(b.numpy(), dtype=np.float32) for b in x.split(batch)]
+
+
+def model_inputs(source, pre: Preprocess, limit: int, batch: int = 256) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(normalised CPU inputs, labels) of the first `limit` images of a split, in order."""
+    seen = 0
+    for x, y in source.batches(batch, device="cpu", train=False):
+        take = min(len(y), limit - seen)
+        yield pre.normalize(x[:take]), y[:take]
+        seen += take
+        if seen >= limit:
+            return
+
+
+def stack_inputs(source, pre: Preprocess, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    xs, ys = zip(*model_inputs(source, pre, limit))
+    return torch.cat(xs), torch.cat(ys)

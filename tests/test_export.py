@@ -1,0 +1,189 @@
+"""Export: ONNX for every family with parity on real test images, INT8 calibrated on real images,
+fp16, static batch, failures that write nothing, TensorRT absent, and `predict` on image files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import tomli_w
+import torch
+from conftest import tiny_recipe_text
+from families import FAMILIES
+from PIL import Image
+
+from lfcc_deploy.data import load_data
+from lfcc_deploy.export.common import read_metadata
+from lfcc_deploy.export.onnx_int8 import CalibrationReader
+from lfcc_deploy.models import save_net
+from lfcc_deploy.pipeline import distill, make_net
+from lfcc_deploy.preprocess import Preprocess, read_images
+from lfcc_deploy.recipe import load_recipe
+
+
+def run_dir_with(tmp_path, model: str, kwargs: dict, img_size: int = 32):
+    """A run directory holding an untrained student of `model`: export needs no training."""
+    student = tomli_w.dumps({"student": {"model": model, "model_kwargs": kwargs}})
+    text = tiny_recipe_text().replace("img_size = 16", f"img_size = {img_size}")
+    text = text.replace('[student]\nmodel = "test_resnet"\n', student)
+    run = tmp_path / model
+    run.mkdir()
+    (run / "recipe.toml").write_text(text)
+    recipe = load_recipe(run / "recipe.toml")
+    assert recipe.student.model == model
+    save_net(make_net(recipe.student, load_data(recipe.data), 0, "student"), run / "student.safetensors")
+    return run
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """The tiny recipe distilled for real (a few seconds): accuracies worth comparing."""
+    tmp = tmp_path_factory.mktemp("trained")
+    (tmp / "tiny.toml").write_text(tiny_recipe_text(epochs=3, teacher_epochs=2))
+    distill(load_recipe(tmp / "tiny.toml"), out=tmp / "run")
+    return tmp / "run"
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_every_family_exports_with_fp32_parity(tmp_path, cli, family):
+    name, kwargs, size, _ = FAMILIES[family]
+    run = run_dir_with(tmp_path, name, kwargs, size)
+    res = cli("export", run, "--set", "export.parity_images=120")
+    assert res.code == 0, res.err
+    entry = json.loads((run / "export" / "parity.json").read_text())["student"]["precisions"]["fp32"]
+    assert entry["passed"] and entry["images"] == 120
+    assert entry["max_abs_logit"] <= 1e-4 and entry["top1_agreement"] == 1.0
+    assert set(entry["probe_max_abs_logit"]) == {"1", "7"}
+    assert read_metadata(run / "export" / "student.onnx")["exporter"] == entry["exporter"]
+
+
+def test_quickstart_style_export_defaults(trained_run, cli):
+    res = cli("export", trained_run)
+    assert res.code == 0, res.err
+    path = trained_run / "export" / "student.onnx"
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+    meta = read_metadata(path)
+    assert json.loads(meta["class_names"]) == [str(i) for i in range(10)]
+    assert meta["precision"] == "fp32" and meta["recipe"] == "tiny" and int(meta["channels"]) == 1
+    pre = Preprocess.from_json(meta["preprocess"])
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 7):  # dynamic batch axis
+        out = sess.run(None, {"input": np.zeros((batch, 1, pre.img_size, pre.img_size), np.float32)})[0]
+        assert out.shape == (batch, 10)
+    parity = json.loads((trained_run / "export" / "parity.json").read_text())["student"]
+    fp32 = parity["precisions"]["fp32"]
+    assert parity["split"] == "test" and fp32["images"] == 359  # digits' fixed 20 % test split
+    assert fp32["top1_agreement"] == 1.0 and fp32["max_abs_logit"] <= 1e-4 and fp32["accuracy"] > 0.5
+    assert "onnx" in {a["format"] for a in json.loads((trained_run / "export" / "export.json").read_text())["artifacts"]}
+
+
+def test_int8_is_calibrated_smaller_and_recorded(trained_run, cli):
+    res = cli("export", trained_run, "--int8", "--set", 'export.int8_candidates=["qdq-u8s8","qoperator-u8s8"]',
+              "--set", "export.speed_seconds=0.2")
+    assert res.code == 0, res.err
+    exp = trained_run / "export"
+    meta = read_metadata(exp / "student.int8.onnx")
+    entry = json.loads((exp / "parity.json").read_text())["student"]["precisions"]["int8"]
+    assert {c["candidate"] for c in entry["candidates"]} == {"qdq-u8s8", "qoperator-u8s8"}
+    assert meta["int8_config"] == entry["chosen"] and meta["precision"] == "int8"
+    chosen = next(c for c in entry["candidates"] if c["candidate"] == entry["chosen"])
+    assert chosen["speedup"] == max(c["speedup"] for c in entry["candidates"] if c["passed"])
+    assert float(meta["int8_speedup"]) == pytest.approx(chosen["speedup"], rel=1e-2)
+    assert (exp / "student.int8.onnx").stat().st_size < 0.5 * (exp / "student.onnx").stat().st_size
+    assert entry["accuracy_drop"] <= 0.01 and f"{entry['chosen']} chosen" in res.out
+    ops = {n.op_type for n in onnx.load(str(exp / "student.int8.onnx")).graph.node}
+    assert ops & {"QuantizeLinear", "QLinearConv"}
+
+
+def test_int8_exclude_keeps_op_types_in_float(trained_run, cli, tmp_path):
+    res = cli("export", trained_run, "--no-onnx", "--int8", "--set", 'export.int8_candidates=["qoperator-u8s8"]',
+              "--set", 'export.int8_exclude=["Conv"]', "--set", "export.speed_seconds=0.1",
+              "--set", "export.int8.max_accuracy_drop=0.05", "--set", "export.int8.min_agreement=0.8")
+    assert res.code == 0, res.err
+    ops = {n.op_type for n in onnx.load(str(trained_run / "export" / "student.int8.onnx")).graph.node}
+    assert "Conv" in ops and "QLinearConv" not in ops
+    bad = cli("export", trained_run, "--no-onnx", "--int8", "--set", 'export.int8_exclude=["Conv2d"]')
+    assert bad.code == 2 and "export.int8_exclude" in bad.err and "Conv" in bad.err
+
+
+def test_calibration_reader_feeds_each_real_batch_once():
+    batches = [np.full((2, 1, 4, 4), i, np.float32) for i in range(3)]
+    reader = CalibrationReader(batches, "input")
+    seen = [d["input"][0, 0, 0, 0] for d in reader]
+    assert seen == [0, 1, 2] and reader.get_next() is None
+    reader.rewind()
+    assert reader.get_next()["input"] is batches[0]
+
+
+def test_fp16_and_static_batch(trained_run, cli, tmp_path):
+    res = cli("export", trained_run, "--fp16", "--static-batch", "--set", "export.static_batch=4")
+    assert res.code == 0, res.err
+    exp = trained_run / "export"
+    fp16 = onnx.load(str(exp / "student.fp16.onnx"))
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in fp16.graph.initializer)
+    dims = onnx.load(str(exp / "student.onnx")).graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_value == 4
+    parity = json.loads((exp / "parity.json").read_text())["student"]["precisions"]
+    assert parity["fp16"]["passed"] and parity["fp16"]["top1_agreement"] >= 0.99
+    assert parity["fp32"]["images"] % 4 == 0
+    cli("export", trained_run)  # back to the dynamic default for the tests below
+
+
+def test_out_of_tolerance_exits_1_and_keeps_the_good_file(trained_run, cli):
+    assert cli("export", trained_run).code == 0
+    good = (trained_run / "export" / "student.onnx").read_bytes()
+    res = cli("export", trained_run, "--set", "export.fp32.max_abs_logit=1e-15", "--set", "export.opset=17")
+    assert res.code == 1
+    assert "outside tolerance" in res.err or "no exporter" in res.err
+    assert "Traceback" not in res.err and sum(line.startswith("error:") for line in res.err.splitlines()) == 1
+    assert (trained_run / "export" / "student.onnx").read_bytes() == good
+
+
+def test_trt_without_tensorrt_is_one_clean_line(trained_run, cli, tmp_path):
+    res = cli("export", trained_run, "--trt")
+    assert res.code == 2
+    assert res.err.startswith("error: TensorRT is not installed") and "Traceback" not in res.err
+    assert not list((trained_run / "export").glob("*.engine*"))
+
+
+def test_bad_run_directories(cli, tmp_path, trained_run):
+    assert cli("export", tmp_path / "nope").code == 2
+    res = cli("export", trained_run, "--model", "ce_reference")
+    assert res.code == 2 and "--model" in res.err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "recipe.toml").write_text((trained_run / "recipe.toml").read_text())
+    res = cli("export", empty)
+    assert res.code == 2 and "student.safetensors" in res.err and not (empty / "export").exists()
+
+
+def test_predict_on_png_files_matches_the_model(trained_run, cli, tmp_path):
+    recipe = load_recipe(trained_run / "recipe.toml")
+    test = load_data(recipe.data).test
+    paths = []
+    for i in range(12):
+        paths.append(tmp_path / f"img{i}_label{int(test.labels[i])}.png")
+        Image.fromarray(test.images[i, 0].numpy()).save(paths[-1])
+    model = trained_run / "export" / "student.onnx"
+    res = cli("predict", model, *paths, "--json", "--top-k", "3")
+    assert res.code == 0, res.err
+    got = json.loads(res.out)
+    pre = Preprocess.from_json(read_metadata(model)["preprocess"])
+    x = read_images(paths, pre)
+    # the same pixels through the dataset path give the same model input
+    want_x = pre.normalize(next(test.batches(12, device="cpu", train=False))[0])
+    assert torch.allclose(x, want_x, atol=1e-6)
+    logits = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x.numpy()})[0]
+    for r, row, label in zip(got, logits, test.labels[:12].tolist()):
+        assert len(r["top"]) == 3 and r["top"][0]["index"] == int(row.argmax())
+        probs = [t["prob"] for t in r["top"]]
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
+        if row.argmax() == label:
+            assert r["top"][0]["label"] == str(label)
+    text = cli("predict", model, paths[0])
+    assert text.code == 0 and paths[0].name in text.out and "%" in text.out
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    bad = cli("predict", model, tmp_path / "broken.png")
+    assert bad.code == 2 and "broken.png" in bad.err
