@@ -142,6 +142,11 @@ class Source:
                 x = augment_batch(x, augment, _generator("augment", seed, epoch, step))
             yield x, y
 
+    def uint8_images(self, limit: int) -> Tensor:
+        """The first `limit` images as stored (uint8 on the CPU): what a deployed model is handed."""
+        idx = torch.arange(min(limit, len(self)))
+        return torch.cat([x for x, _ in self._uint8_batches(idx, 256, torch.device("cpu"))])
+
     def pixel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
         """Per-channel mean and std in [0, 1] after channel conversion, from a histogram."""
         hist = sum(torch.stack([torch.bincount(x[:, c].flatten(), minlength=256)

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, create_model, field_validator, mode
 
 from .errors import BadInput
 from .export.config import ExportConfig
+from .gate import GatesConfig
 from .losses import METHODS
 from .schema import Strict
 
@@ -112,6 +113,7 @@ class Recipe(Strict):
     student: StudentConfig
     distill: DistillConfig = Field(default_factory=DistillConfig)  # type: ignore[valid-type]
     export: ExportConfig = ExportConfig()
+    gates: GatesConfig = GatesConfig()
 
     def method_config(self) -> Strict:
         return getattr(self.distill, self.distill.method)

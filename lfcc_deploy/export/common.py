@@ -79,10 +79,18 @@ def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def ort_session(path: Path | bytes, *, threads: int | None = None, providers: list[str] | None = None):
-    """An onnxruntime session (from a file or serialized bytes), full graph optimisation, explicit threads."""
+def ort_session(path: Path | bytes, *, threads: int | None = None, providers: list[str] | None = None,
+                shared: bool = False):
+    """An onnxruntime session (from a file or serialized bytes), full graph optimisation, explicit threads.
+
+    `shared`: other sessions are timed in turn in this process. Idle onnxruntime worker threads
+    spin for a while after each run; with two sessions on few cores the idle one's spinning steals
+    the other's CPU and turns an A/B comparison into noise, so spinning is switched off.
+    """
     ort = require("onnxruntime")
     opts = ort.SessionOptions()
+    if shared:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.intra_op_num_threads = threads or cpu_threads()
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -123,7 +123,7 @@ def export_int8(fp32_path: Path, path: Path, cfg: ExportConfig, calibration: lis
     started = time.perf_counter()
     op_types_out, nodes_out = split_exclusions(onnx.load(str(fp32_path), load_external_data=False),
                                                cfg.int8_exclude)
-    fp32 = ort_session(fp32_path)
+    fp32 = ort_session(fp32_path, shared=True)
     input_name = fp32.get_inputs()[0].name
     speed_x = np.concatenate(calibration)[: cfg.speed_batch] if cfg.dynamic_batch else calibration[0]
     rows: list[dict[str, Any]] = []
@@ -134,7 +134,7 @@ def export_int8(fp32_path: Path, path: Path, cfg: ExportConfig, calibration: lis
         for cand in cfg.int8_candidates:
             out = tmp / f"{cand}.onnx"
             quantize(source, out, cand, calibration, cfg, op_types_out, nodes_out, input_name)
-            sessions[cand] = ort_session(out)
+            sessions[cand] = ort_session(out, shared=True)
             entry = verdict(measure(reference, run_session(sessions[cand], inputs), labels), tolerance)
             rows.append(dict(candidate=cand, size_bytes=out.stat().st_size, **entry))
         ms = _speed(sessions, speed_x, cfg.speed_seconds)

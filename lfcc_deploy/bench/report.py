@@ -1,0 +1,125 @@
+"""The bench report: derived ratios, report.json (versioned), report.md and an accuracy-vs-latency plot.
+
+report.json, version 1: {schema, version, created, run_dir, recipe, split, images, config,
+environment, rows[]}; a row is keyed by (model, backend, precision, device, batch) and holds status,
+reason, latency {iters, mean_ms, std_ms, cov, min_ms, p50_ms, p90_ms, p95_ms, p99_ms, max_ms},
+throughput_ips, unstable, file, size_bytes, params, accuracy and the derived speedup_vs_teacher,
+speedup_vs_fp32, accuracy_change_vs_fp32 (fractions; None where there is nothing to compare).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInput
+from ..rundir import atomic_write, read_json, write_json, write_text
+
+REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
+SCHEMA = "lfcc-deploy/bench-report"
+
+
+def row_key(r: dict[str, Any]) -> tuple:
+    return (r["model"], r["backend"], r["precision"], r["device"], r["batch"])
+
+
+def _p50(r: dict[str, Any] | None) -> float | None:
+    return r["latency"]["p50_ms"] if r and r["status"] == "ok" else None
+
+
+def derive(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Teacher/student speedup (same backend, precision, batch) and quantised vs fp32 of the same backend."""
+    index = {row_key(r): r for r in rows}
+    for r in rows:
+        r.update(speedup_vs_teacher=None, speedup_vs_fp32=None, accuracy_change_vs_fp32=None)
+        if r["status"] != "ok":
+            continue
+        teacher = index.get(("teacher", *row_key(r)[1:]))
+        if r["model"] == "student" and _p50(teacher):
+            r["speedup_vs_teacher"] = round(_p50(teacher) / _p50(r), 3)
+        fp32 = index.get((r["model"], r["backend"], "fp32", r["device"], r["batch"]))
+        if r["precision"] != "fp32" and _p50(fp32):
+            r["speedup_vs_fp32"] = round(_p50(fp32) / _p50(r), 3)
+            r["accuracy_change_vs_fp32"] = round(r["accuracy"] - fp32["accuracy"], 5)
+    return rows
+
+
+def load_report(path: Path) -> dict[str, Any]:
+    """A report from a file or a run directory, refusing foreign or newer schemas."""
+    path = Path(path)
+    path = path / REPORT_JSON if path.is_dir() else path
+    if not path.is_file():
+        raise BadInput("no bench report here", file=str(path), hint="run `lfcc-deploy bench RUN_DIR` first")
+    report = read_json(path)
+    if not isinstance(report, dict) or report.get("schema") != SCHEMA or report.get("version") != 1:
+        raise BadInput("not an lfcc-deploy bench report (schema version 1)", file=str(path))
+    return report
+
+
+def _fmt(x: float | None, spec: str, suffix: str = "") -> str:
+    return "—" if x is None else f"{x:{spec}}{suffix}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    env = report["environment"]
+    lines = [f"# Bench: {report['recipe']} ({report['run_dir']})", "",
+             f"{report['config']['mode']} mode — "
+             + ("model call with inputs already on the device" if report["config"]["mode"] == "compute"
+                else "uint8 images on the host → preprocessing, copies, model → logits on the host")
+             + f"; accuracy on {report['images']} {report['split']} images through each backend.", "",
+             f"Device {report['config']['device']}: {env.get('gpu') or env.get('cpu')}, threads {env.get('threads')}, "
+             f"torch {env['versions'].get('torch')}, onnxruntime {env['versions'].get('onnxruntime')}, "
+             f"tensorrt {env['versions'].get('tensorrt')}", "",
+             "| model | backend | precision | batch | p50 ms | p90 ms | p99 ms | CoV | img/s | accuracy | "
+             "vs teacher | vs fp32 | Δacc vs fp32 | MB |",
+             "|" + "---|" * 14]
+    for r in report["rows"]:
+        if r["status"] != "ok":
+            continue
+        lat = r["latency"]
+        change = r["accuracy_change_vs_fp32"]
+        lines.append(
+            f"| {r['model']} | {r['backend']} | {r['precision']} | {r['batch']} | {lat['p50_ms']:.3f} | "
+            f"{lat['p90_ms']:.3f} | {lat['p99_ms']:.3f} | {100 * lat['cov']:.1f} %{' ⚠' if r['unstable'] else ''} | "
+            f"{r['throughput_ips']:.0f} | {100 * r['accuracy']:.2f} % | {_fmt(r['speedup_vs_teacher'], '.2f', '×')} | "
+            f"{_fmt(r['speedup_vs_fp32'], '.2f', '×')} | {_fmt(None if change is None else 100 * change, '+.2f')} | "
+            f"{r['size_bytes'] / 1e6:.2f} |")
+    skipped = [r for r in report["rows"] if r["status"] != "ok"]
+    if skipped:
+        lines += ["", "Not measured:", ""]
+        seen = set()
+        for r in skipped:
+            line = f"- {r['model']} {r['backend']} {r['precision']}: {r['status']} — {r['reason']}"
+            if line not in seen:
+                seen.add(line)
+                lines.append(line)
+    if any(r["unstable"] for r in report["rows"] if r["status"] == "ok"):
+        lines += ["", "⚠ CoV above 10 %: the machine was noisy during that row; re-run or use more --duration-s."]
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Accuracy against p50 latency at the largest batch measured: the deployment trade-off at a glance."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ok = [r for r in report["rows"] if r["status"] == "ok"]
+    if not ok:
+        return
+    batch = max(r["batch"] for r in ok)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in (r for r in ok if r["batch"] == batch):
+        ax.scatter(r["latency"]["p50_ms"], 100 * r["accuracy"], marker="o" if r["model"] == "student" else "s")
+        ax.annotate(f"{r['model']} {r['backend']} {r['precision']}", (r["latency"]["p50_ms"], 100 * r["accuracy"]),
+                    fontsize=7, xytext=(4, 2), textcoords="offset points")
+    ax.set(xlabel=f"p50 latency at batch {batch} (ms, {report['config']['device']})", ylabel="top-1 accuracy (%)",
+           title=f"{report['recipe']}: accuracy vs latency")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
+    plt.close(fig)
+
+
+def write_report(run_dir: Path, report: dict[str, Any]) -> None:
+    write_json(run_dir / REPORT_JSON, report)
+    write_text(run_dir / REPORT_MD, markdown(report))
+    plot(report, run_dir / REPORT_PNG)

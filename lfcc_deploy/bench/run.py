@@ -1,0 +1,170 @@
+"""`lfcc-deploy bench`: latency, throughput and accuracy of every (model, backend, precision, batch).
+
+Each row is measured through the very backend and precision it describes — accuracy included —
+so a user sees at once whether export or quantisation cost accuracy and whether it paid off.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ..data import load_data
+from ..errors import BadInput
+from ..export.run import run_recipe
+from ..models import read_state
+from ..pipeline import resolve_device
+from ..preprocess import Preprocess
+from .backends import BACKENDS, PRECISIONS, Runner, register_all
+from .report import derive, write_report
+from .timing import LatencyStats, TimingConfig, environment, set_cpu_threads, time_cpu, time_cuda
+
+MODELS = ("student", "teacher")
+MODES = ("compute", "e2e")
+
+
+@dataclass
+class BenchConfig:
+    backends: list[str] | None = None       # None: every registered backend
+    precisions: list[str] | None = None     # None: whatever the run directory has artifacts for
+    device: str = "cpu"
+    batches: list[int] | None = None        # None: 1, 32 on cpu; 1, 32, 256 on cuda
+    models: list[str] = field(default_factory=lambda: list(MODELS))
+    timing: TimingConfig = field(default_factory=TimingConfig)
+    mode: str = "compute"
+    threads: int | None = None
+    accuracy_images: int = 10000
+
+    def check(self) -> None:
+        register_all()
+        for b in self.backends or []:
+            BACKENDS.get(b, key="--backends")
+        bad = [p for p in self.precisions or [] if p not in PRECISIONS]
+        if bad:
+            raise BadInput(f"unknown precision {bad[0]!r}; allowed: {', '.join(PRECISIONS)}", key="--precisions")
+        if any(m not in MODELS for m in self.models):
+            raise BadInput(f"--model must be student, teacher or both (got {', '.join(self.models)})")
+        if self.mode not in MODES:
+            raise BadInput(f"--mode must be compute or e2e (got {self.mode!r})")
+        if any(b <= 0 for b in self.batches or []):
+            raise BadInput("batch sizes must be positive", key="--batch")
+        resolve_device(self.device)
+        if self.device not in ("cpu", "cuda"):
+            raise BadInput(f"--device must be cpu or cuda (got {self.device!r})")
+
+
+class Images:
+    """The evaluation split as stored (uint8) with labels, and its preprocessing per model."""
+
+    def __init__(self, run_dir: Path, limit: int):
+        recipe, file = run_recipe(run_dir, [])
+        data = load_data(recipe.data, file=file)
+        split = data.test if data.test is not None else data.val
+        self.split = "test" if data.test is not None else "val"
+        self.u8 = split.uint8_images(limit)
+        self.labels = split.labels[: len(self.u8)]
+        self.recipe = recipe.name
+
+    def batch(self, n: int) -> torch.Tensor:
+        reps = -(-n // len(self.u8))
+        return self.u8.repeat(reps, 1, 1, 1)[:n].contiguous()
+
+
+def accuracy(runner: Runner, pre: Preprocess, images: Images) -> float:
+    """Top-1 on the split through this runner, preprocessing as deployed (static graphs get padded batches)."""
+    step = runner.static_batch or 256
+    correct = 0
+    for i in range(0, len(images.u8), step):
+        u8 = images.u8[i: i + step]
+        n = len(u8)
+        if runner.static_batch and n < step:
+            u8 = torch.cat([u8, u8[:1].expand(step - n, *u8.shape[1:])])
+        logits = runner.run(pre(u8.to(runner.device)))[:n]
+        correct += int((logits.float().argmax(1).cpu() == images.labels[i: i + n]).sum())
+    return correct / len(images.u8)
+
+
+def time_batch(runner: Runner, pre: Preprocess, images: Images, batch: int, cfg: BenchConfig) -> LatencyStats:
+    """compute: the model call with inputs already on the device; e2e: uint8 on the host -> logits on the host."""
+    u8 = images.batch(batch)
+    if cfg.mode == "compute":
+        x = pre(u8.to(runner.device))
+        fn: Callable[[], Any] = lambda: runner.run(x)
+        if runner.cuda_events:
+            return time_cuda(fn, cfg.timing)
+        return time_cpu(lambda: (fn(), runner.sync()), cfg.timing)
+    if runner.device.type == "cuda":
+        u8 = u8.pin_memory()
+    return time_cpu(lambda: runner.run(pre(u8.to(runner.device, non_blocking=True))).cpu(), cfg.timing)
+
+
+def _row(**kw) -> dict[str, Any]:
+    base = dict(status="ok", reason="", latency=None, throughput_ips=None, unstable=None, file=None,
+                size_bytes=None, params=None, accuracy=None)
+    return {**base, **kw}
+
+
+def bench_run(run_dir: str | Path, cfg: BenchConfig, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Measure every requested row, write report.json / report.md / report.png, return the report."""
+    run_dir = Path(run_dir)
+    cfg.check()
+    images = Images(run_dir, cfg.accuracy_images)
+    threads = set_cpu_threads(cfg.threads) if cfg.device == "cpu" else (cfg.threads or torch.get_num_threads())
+    batches = cfg.batches or ([1, 32] if cfg.device == "cpu" else [1, 32, 256])
+    rows: list[dict[str, Any]] = []
+    for model in cfg.models:
+        weights = run_dir / f"{model}.safetensors"
+        if not weights.is_file():
+            say(f"{model}: no {weights.name} in the run directory, skipped")
+            continue
+        state, spec = read_state(weights)
+        pre, params = Preprocess.of(spec), sum(t.numel() for t in state.values())
+        for backend in cfg.backends or BACKENDS.names():
+            rows += _backend_rows(BACKENDS.get(backend), run_dir, model, pre, params, images, batches,
+                                  cfg, threads, say)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    report = dict(schema="lfcc-deploy/bench-report", version=1, created=started, run_dir=str(run_dir),
+                  recipe=images.recipe, split=images.split, images=len(images.u8),
+                  config=dict(asdict(cfg), batches=batches, threads=threads),
+                  environment=environment(cfg.device, threads), rows=derive(rows))
+    write_report(run_dir, report)
+    return report
+
+
+def _backend_rows(backend, run_dir, model, pre, params, images, batches, cfg, threads, say) -> list[dict]:
+    key = dict(model=model, backend=backend.name, device=cfg.device, mode=cfg.mode)
+    ok, why = backend.available(cfg.device)
+    precisions = cfg.precisions or [p for p in PRECISIONS
+                                    if ok and backend.artifact(run_dir, model, p, cfg.device)[0] is not None]
+    if not ok:
+        return [_row(**key, precision=p, batch=b, status="skipped", reason=why)
+                for p in (cfg.precisions or ["fp32"]) for b in batches]
+    rows = []
+    for precision in precisions:
+        path, why = backend.artifact(run_dir, model, precision, cfg.device)
+        if path is None:
+            rows += [_row(**key, precision=precision, batch=b, status="skipped", reason=why) for b in batches]
+            continue
+        info = dict(file=str(path), size_bytes=path.stat().st_size, params=params)
+        try:
+            runner = backend.load(path, precision, cfg.device, threads)
+            acc = accuracy(runner, pre, images)
+        except Exception as err:  # a failing backend is a row, not a crash
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}" if str(err) else type(err).__name__
+            rows += [_row(**key, precision=precision, batch=b, status="failed", reason=reason, **info)
+                     for b in batches]
+            continue
+        for b in batches:
+            if runner.static_batch and b != runner.static_batch:
+                rows.append(_row(**key, precision=precision, batch=b, status="skipped", **info,
+                                 reason=f"exported with a static batch of {runner.static_batch}"))
+                continue
+            say(f"timing {model} {backend.name} {precision} batch {b} ({cfg.mode})")
+            stats = time_batch(runner, pre, images, b, cfg)
+            rows.append(_row(**key, precision=precision, batch=b, latency=stats.to_dict(),
+                             throughput_ips=round(stats.throughput(b), 2), unstable=stats.unstable(),
+                             accuracy=acc, **info))
+    return rows

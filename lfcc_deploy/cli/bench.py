@@ -1,0 +1,89 @@
+"""`bench` and `gate`."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from . import app
+from .common import SET, err, out
+from .progress import _pct
+
+
+def _csv(value: Optional[str], cast=str) -> Optional[list]:
+    if value is None:
+        return None
+    try:
+        return [cast(v.strip()) for v in value.split(",") if v.strip()]
+    except ValueError:
+        from ..errors import BadInput
+        raise BadInput(f"cannot read {value!r} as a comma-separated list of {cast.__name__}") from None
+
+
+@app.command()
+def bench(run_dir: str = typer.Argument(..., help="A run directory (after `export`)."),
+          backends: Optional[str] = typer.Option(None, "--backends", help="e.g. torch,onnxruntime (default: all)."),
+          precisions: Optional[str] = typer.Option(None, "--precisions",
+                                                   help="fp32,int8,fp16 (default: what the run has)."),
+          device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+          batch: Optional[str] = typer.Option(None, "--batch", help="e.g. 1,32 (default 1,32 cpu; 1,32,256 cuda)."),
+          model: str = typer.Option("both", "--model", help="student | teacher | both"),
+          warmup_ms: float = typer.Option(200.0, "--warmup-ms", min=0),
+          duration_s: float = typer.Option(3.0, "--duration-s", min=0),
+          min_iters: int = typer.Option(10, "--min-iters", min=1),
+          mode: str = typer.Option("compute", "--mode", help="compute | e2e"),
+          threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: all)."),
+          quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-row progress lines.")) -> None:
+    """Latency (p50/p90/p95/p99, CoV), throughput and accuracy of every backend; writes report.json/.md/.png."""
+    from ..bench.run import BenchConfig, bench_run
+    from ..bench.timing import TimingConfig
+    cfg = BenchConfig(backends=_csv(backends), precisions=_csv(precisions), device=device, batches=_csv(batch, int),
+                      models=["student", "teacher"] if model == "both" else [model], mode=mode, threads=threads,
+                      timing=TimingConfig(warmup_ms=warmup_ms, duration_s=duration_s, min_iters=min_iters))
+    report = bench_run(run_dir, cfg, say=(lambda _: None) if quiet else (lambda s: err.print(s, highlight=False)))
+    out.print(bench_table(report))
+    for r in report["rows"]:
+        if r["status"] != "ok":
+            out.print(f"{r['status']}: {r['model']} {r['backend']} {r['precision']} batch {r['batch']} — "
+                      f"{r['reason']}", highlight=False)
+    out.print(f"wrote {run_dir}/report.json, report.md, report.png", highlight=False)
+
+
+def bench_table(report: dict) -> Table:
+    t = Table(title=f"{report['recipe']} on {report['config']['device']} ({report['config']['mode']})")
+    for col in ("model", "backend", "prec", "batch", "p50 ms", "p99 ms", "CoV", "img/s", "acc", "vs T", "vs fp32"):
+        t.add_column(col, no_wrap=True)
+    for r in (r for r in report["rows"] if r["status"] == "ok"):
+        lat = r["latency"]
+        t.add_row(r["model"], r["backend"], r["precision"], str(r["batch"]), f"{lat['p50_ms']:.3f}",
+                  f"{lat['p99_ms']:.3f}", f"{100 * lat['cov']:.0f}%" + ("!" if r["unstable"] else ""),
+                  f"{r['throughput_ips']:.0f}", _pct(r["accuracy"]),
+                  f"{r['speedup_vs_teacher']:.2f}×" if r["speedup_vs_teacher"] else "",
+                  f"{r['speedup_vs_fp32']:.2f}×" if r["speedup_vs_fp32"] else "")
+    return t
+
+
+@app.command("gate")
+def gate_cmd(run_dir: str = typer.Argument(..., help="A run directory with report.json (after `bench`)."),
+             recipe: Optional[str] = typer.Option(None, "--recipe", help="Take [gates] from this recipe."),
+             baseline: Optional[str] = typer.Option(None, "--baseline",
+                                                    help="OLD_RUN_DIR (re-measured, interleaved) or OLD_REPORT.json."),
+             set_: Optional[list[str]] = SET,
+             seconds: float = typer.Option(3.0, "--seconds", min=0.1, help="Interleaved timing per row vs baseline."),
+             ) -> None:
+    """Turn the recipe's [gates] into PASS/FAIL lines and an exit code (0 pass, 1 breach, 2 bad input)."""
+    from ..errors import CheckFailed
+    from ..gate import gate
+    result = gate(run_dir, recipe=recipe, baseline=baseline, overrides=set_, seconds=seconds,
+                  say=lambda s: err.print(s, highlight=False))
+    if not result["checks"]:
+        out.print("no gates configured: add a [gates] table to the recipe (see README)", highlight=False)
+    for c in result["checks"]:
+        measured = "—" if c["measured"] is None else f"{c['measured']:.6g}"
+        out.print(f"{c['status']}  {c['gate']:<26} {c['row']:<40} measured {measured:<10} limit {c['limit']}"
+                  + (f"  ({c['note']})" if c["note"] else ""), highlight=False)
+    failed = [c for c in result["checks"] if not c["passed"]]
+    if failed:
+        raise CheckFailed(f"{len(failed)} of {len(result['checks'])} gate checks failed", file=f"{run_dir}/gate.json")
+    out.print(f"all {len(result['checks'])} gate checks passed; wrote {run_dir}/gate.json", highlight=False)

@@ -1,0 +1,157 @@
+"""Gates: recipe thresholds turned into PASS/FAIL checks over a bench report (a pure function).
+
+Every check names the row it looked at, the measured value and the limit. A threshold whose row the
+report lacks is a FAIL, never a silent pass. Limits are inclusive: a value equal to its limit passes,
+except `quantized_must_be_faster`, which needs a speedup strictly above 1.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from pydantic import Field, model_validator
+
+from .schema import Strict
+
+
+class LatencyGate(Strict):
+    backend: str
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    model: Literal["student", "teacher"] = "student"
+    device: Literal["cpu", "cuda"]
+    batch: int = Field(gt=0)
+    max_p50_ms: float | None = Field(None, gt=0)
+    max_p99_ms: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_limit(self):
+        if self.max_p50_ms is None and self.max_p99_ms is None:
+            raise ValueError("a [[gates.latency]] entry needs max_p50_ms or max_p99_ms")
+        return self
+
+
+class GatesConfig(Strict):
+    min_accuracy: float | None = Field(None, ge=0, le=1, description="every benchmarked student row")
+    max_accuracy_drop: float | None = Field(None, ge=0, le=1, description="each row vs torch fp32 of its model")
+    min_speedup_vs_teacher: float | None = Field(None, gt=0, description="same run, largest batch benchmarked")
+    max_regression: float | None = Field(None, ge=0, description="p50 vs --baseline, per student row")
+    quantized_must_be_faster: bool = Field(False, description="each int8/fp16 row vs its fp32 row")
+    max_model_mb: float | None = Field(None, gt=0, description="deployed student artifact size (1 MB = 1e6 bytes)")
+    latency: list[LatencyGate] = Field(default_factory=list)
+
+
+def row_name(r: dict[str, Any]) -> str:
+    return f"{r['model']} {r['backend']} {r['precision']} {r['device']} b{r['batch']}"
+
+
+def _check(gate: str, row: str, measured: float | None, limit: Any, passed: bool, note: str = "") -> dict[str, Any]:
+    return dict(gate=gate, row=row, measured=measured, limit=limit, passed=bool(passed),
+                status="PASS" if passed else "FAIL", note=note)
+
+
+def _missing(gate: str, what: str, limit: Any) -> dict[str, Any]:
+    return _check(gate, what, None, limit, False, "row missing from the report")
+
+
+def evaluate(report: dict[str, Any], gates: GatesConfig,
+             regression: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """All checks the thresholds ask for; `regression` maps row names to measured new/old p50 ratios."""
+    ok = [r for r in report["rows"] if r["status"] == "ok"]
+    students = [r for r in ok if r["model"] == "student"]
+    checks: list[dict[str, Any]] = []
+    if gates.min_accuracy is not None:
+        checks += [_check("min_accuracy", row_name(r), r["accuracy"], gates.min_accuracy,
+                          r["accuracy"] >= gates.min_accuracy) for r in students] \
+            or [_missing("min_accuracy", "any student row", gates.min_accuracy)]
+    if gates.max_accuracy_drop is not None:
+        checks += _accuracy_drops(ok, gates.max_accuracy_drop)
+    if gates.min_speedup_vs_teacher is not None:
+        checks += _teacher_speedups(ok, gates.min_speedup_vs_teacher)
+    if gates.quantized_must_be_faster:
+        checks += [_check("quantized_must_be_faster", row_name(r), r["speedup_vs_fp32"], "> 1",
+                          r["speedup_vs_fp32"] is not None and r["speedup_vs_fp32"] > 1,
+                          "" if r["speedup_vs_fp32"] is not None else "no fp32 row to compare with")
+                   for r in ok if r["precision"] != "fp32"]
+    if gates.max_model_mb is not None:
+        checks += [_check("max_model_mb", row_name(r), round(r["size_bytes"] / 1e6, 3), gates.max_model_mb,
+                          r["size_bytes"] / 1e6 <= gates.max_model_mb) for r in students] \
+            or [_missing("max_model_mb", "any student row", gates.max_model_mb)]
+    for g in gates.latency:
+        checks += _latency(ok, g)
+    if gates.max_regression is not None:
+        checks += _regressions(students, gates.max_regression, regression)
+    return checks
+
+
+def _accuracy_drops(ok: list[dict], limit: float) -> list[dict]:
+    out = []
+    for r in ok:
+        ref = next((t for t in ok if t["model"] == r["model"] and t["backend"] == "torch"
+                    and t["precision"] == "fp32"), None)
+        if ref is None:
+            out.append(_missing("max_accuracy_drop", f"{r['model']} torch fp32 (reference for {row_name(r)})", limit))
+        else:
+            drop = round(ref["accuracy"] - r["accuracy"], 6)
+            out.append(_check("max_accuracy_drop", row_name(r), drop, limit, drop <= limit))
+    return out
+
+
+def _teacher_speedups(ok: list[dict], limit: float) -> list[dict]:
+    paired = [r for r in ok if r["model"] == "student" and r["speedup_vs_teacher"] is not None]
+    if not paired:
+        return [_missing("min_speedup_vs_teacher", "student and teacher rows of one backend", limit)]
+    largest = max(r["batch"] for r in paired)
+    return [_check("min_speedup_vs_teacher", row_name(r), r["speedup_vs_teacher"], limit,
+                   r["speedup_vs_teacher"] >= limit) for r in paired if r["batch"] == largest]
+
+
+def _latency(ok: list[dict], g: LatencyGate) -> list[dict]:
+    want = (g.model, g.backend, g.precision, g.device, g.batch)
+    row = next((r for r in ok if (r["model"], r["backend"], r["precision"], r["device"], r["batch"]) == want), None)
+    label = f"{g.model} {g.backend} {g.precision} {g.device} b{g.batch}"
+    out = []
+    for key, limit in (("p50_ms", g.max_p50_ms), ("p99_ms", g.max_p99_ms)):
+        if limit is None:
+            continue
+        if row is None:
+            out.append(_missing(f"latency max_{key}", label, limit))
+        else:
+            out.append(_check(f"latency max_{key}", label, row["latency"][key], limit, row["latency"][key] <= limit))
+    return out
+
+
+def _regressions(students: list[dict], limit: float, measured: dict[str, dict] | None) -> list[dict]:
+    if measured is None:
+        return [dict(_check("max_regression", "all student rows", None, limit, True,
+                            "no --baseline given: nothing was compared"), status="SKIP")]
+    out = []
+    for r in students:
+        m = measured.get(row_name(r))
+        if m is None:
+            out.append(_missing("max_regression", row_name(r) + " in the baseline", limit))
+        else:
+            reg = round(m["ratio"] - 1, 4)
+            out.append(_check("max_regression", row_name(r), reg, limit, reg <= limit, m.get("note", "")))
+    return out
+
+
+def gate(run_dir: str | Path, *, recipe: str | Path | None = None, baseline: str | Path | None = None,
+         overrides: list[str] | None = None, seconds: float = 3.0,
+         say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Checks for RUN_DIR/report.json against `[gates]` (of `recipe`, else the run's own recipe);
+    writes RUN_DIR/gate.json before returning. `passed` is False when any check failed."""
+    from .bench.regression import measure_regressions
+    from .bench.report import load_report
+    from .recipe import load_recipe
+    from .rundir import RECIPE_FILE, write_json
+    run_dir = Path(run_dir)
+    report = load_report(run_dir)
+    thresholds = load_recipe(recipe or run_dir / RECIPE_FILE, overrides or []).gates
+    regression, how = None, None
+    if baseline is not None and thresholds.max_regression is not None:
+        regression, how = measure_regressions(report, Path(baseline), seconds, say)
+    checks = evaluate(report, thresholds, regression)
+    result = dict(version=1, run_dir=str(run_dir), passed=all(c["passed"] for c in checks), checks=checks,
+                  gates=thresholds.model_dump(), baseline=str(baseline) if baseline else None, regression_mode=how)
+    write_json(run_dir / "gate.json", result)
+    return result
