@@ -93,7 +93,7 @@ def run_dir_for(recipe: Recipe, out: str | Path | None) -> Path:
     return Path(out) if out else Path("runs") / recipe.name
 
 
-def _refuse_changes(run_dir: Path, recipe: Recipe, ignore: set[str]) -> None:
+def refuse_changes(run_dir: Path, recipe: Recipe, ignore: set[str]) -> None:
     old = read_toml(run_dir / RECIPE_FILE)
     diff = [k for k in changed_keys(old, recipe_dict(recipe)) if k.split(".")[0] not in ignore]
     if diff:
@@ -124,7 +124,7 @@ class Run:
         self.resume, self.force = resume or continues_teacher, force
         check_run_dir(self.run_dir, resume=self.resume, force=force)
         if self.resume:  # the student's keys may change while only the teacher exists
-            _refuse_changes(self.run_dir, recipe, IGNORED_ON_RESUME | ({"student", "distill"}
+            refuse_changes(self.run_dir, recipe, IGNORED_ON_RESUME | ({"student", "distill"}
                                                                        if continues_teacher else set()))
         self.rewrite_recipe = not resume
         self.data = load_data(recipe.data, file=file)

@@ -73,10 +73,15 @@ def gate_cmd(run_dir: str = typer.Argument(..., help="A run directory with repor
              seconds: float = typer.Option(3.0, "--seconds", min=0.1, help="Interleaved timing per row vs baseline."),
              ) -> None:
     """Turn the recipe's [gates] into PASS/FAIL lines and an exit code (0 pass, 1 breach, 2 bad input)."""
-    from ..errors import CheckFailed
     from ..gate import gate
     result = gate(run_dir, recipe=recipe, baseline=baseline, overrides=set_, seconds=seconds,
                   say=lambda s: err.print(s, highlight=False))
+    print_gate(result, run_dir)
+
+
+def print_gate(result: dict, run_dir: str) -> None:
+    """One line per check, then CheckFailed (exit 1) when any failed; gate.json is already written."""
+    from ..errors import CheckFailed
     if not result["checks"]:
         out.print("no gates configured: add a [gates] table to the recipe (see README)", highlight=False)
     for c in result["checks"]:

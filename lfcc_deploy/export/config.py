@@ -43,6 +43,9 @@ class ExportConfig(Strict):
     int8_exclude: list[str] = Field(default_factory=list, description="op types or node names kept in fp32")
     speed_batch: int = Field(32, gt=0, description="batch of the INT8-vs-fp32 speed check")
     speed_seconds: float = Field(1.5, gt=0, description="timed seconds per candidate in the speed check")
+    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(
+        default_factory=lambda: ["fp32", "int8"], description="what `lfcc-deploy pipeline` exports")
+    trt: bool = Field(False, description="`pipeline` also builds a TensorRT engine (needs tensorrt and a GPU)")
     trt_min_batch: int = Field(1, gt=0)
     trt_opt_batch: int = Field(32, gt=0)
     trt_max_batch: int = Field(256, gt=0)

@@ -195,14 +195,18 @@ def _preflight_trt() -> None:
 
 def export_run(run_dir: str | Path, *, model: str = "student", onnx: bool = True, int8: bool = False,
                fp16: bool = False, trt: bool = False, overrides: list[str] | None = None,
-               say: Callable[[str], None] = lambda _: None, check: bool = True) -> dict[str, Any]:
+               say: Callable[[str], None] = lambda _: None, check: bool = True,
+               config: ExportConfig | None = None) -> dict[str, Any]:
     """Export one model of a run directory; returns the summary also written to export/export.json.
 
     With `check`, raises CheckFailed (exit 1) after writing parity.json when a precision is outside
-    its tolerance; artifacts outside tolerance are never written.
+    its tolerance; artifacts outside tolerance are never written. `config` replaces the run's own
+    [export] table (the pipeline passes the one from the recipe it was given).
     """
     run_dir = Path(run_dir)
     recipe, file = run_recipe(run_dir, overrides or [])
+    if config is not None:
+        recipe = recipe.model_copy(update={"export": config})
     if trt:
         _preflight_trt()
     fp32 = run_dir / EXPORT_DIR / f"{model}.onnx"
