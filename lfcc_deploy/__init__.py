@@ -1,12 +1,15 @@
 """lfcc-deploy: distil a large vision model into a small one of another family, export it, prove it.
 
 Python API (the CLI is a thin layer over these):
-    from lfcc_deploy import load_recipe, train_teacher, distill, evaluate
+    from lfcc_deploy import load_recipe, distill, export_run, bench_run, BenchConfig, run_gate
     summary = distill(load_recipe("recipes/quickstart.toml", ["distill.epochs=5"]), out="runs/q")
+    export_run("runs/q", int8=True); bench_run("runs/q", BenchConfig()); run_gate("runs/q")
 """
 __version__ = "0.1.0"
 
-_API = {"load_recipe": "recipe", "train_teacher": "pipeline", "distill": "pipeline", "evaluate": "pipeline"}
+_API = {"load_recipe": "recipe", "train_teacher": "pipeline", "distill": "pipeline", "evaluate": "pipeline",
+        "export_run": "export.run", "bench_run": "bench.run", "BenchConfig": "bench.run", "run_gate": "gate",
+        "run_pipeline": "stages", "predict_files": "predict"}
 
 
 def __getattr__(name: str):

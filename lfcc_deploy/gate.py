@@ -135,18 +135,19 @@ def _regressions(students: list[dict], limit: float, measured: dict[str, dict] |
     return out
 
 
-def gate(run_dir: str | Path, *, recipe: str | Path | None = None, baseline: str | Path | None = None,
-         overrides: list[str] | None = None, seconds: float = 3.0,
+def run_gate(run_dir: str | Path, *, recipe: str | Path | None = None, baseline: str | Path | None = None,
+         overrides: list[str] | None = None, seconds: float = 3.0, thresholds: GatesConfig | None = None,
          say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """Checks for RUN_DIR/report.json against `[gates]` (of `recipe`, else the run's own recipe);
-    writes RUN_DIR/gate.json before returning. `passed` is False when any check failed."""
+    """Checks for RUN_DIR/report.json against `thresholds`, else `[gates]` of `recipe`, else of the
+    run's own recipe; writes RUN_DIR/gate.json before returning. `passed` is False when any failed."""
     from .bench.regression import measure_regressions
     from .bench.report import load_report
     from .recipe import load_recipe
     from .rundir import RECIPE_FILE, write_json
     run_dir = Path(run_dir)
     report = load_report(run_dir)
-    thresholds = load_recipe(recipe or run_dir / RECIPE_FILE, overrides or []).gates
+    if thresholds is None:
+        thresholds = load_recipe(recipe or run_dir / RECIPE_FILE, overrides or []).gates
     regression, how = None, None
     if baseline is not None and thresholds.max_regression is not None:
         regression, how = measure_regressions(report, Path(baseline), seconds, say)

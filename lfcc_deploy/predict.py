@@ -55,7 +55,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(1, keepdims=True)
 
 
-def predict(artifact: str | Path, images: Sequence[str | Path], top_k: int = 5,
+def predict_files(artifact: str | Path, images: Sequence[str | Path], top_k: int = 5,
             batch: int | None = None) -> list[dict[str, Any]]:
     """Top-k classes with probabilities for each image file, in the order given."""
     if not images:

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from .bench.run import BenchConfig, bench_run
 from .export.run import EXPORT_DIR, PARITY_FILE, export_run
-from .gate import gate
+from .gate import run_gate
 from .pipeline import IGNORED_ON_RESUME, distill, refuse_changes, run_dir_for
 from .recipe import Recipe
 from .rundir import RECIPE_FILE, SUMMARY_FILE, read_json
@@ -65,7 +65,7 @@ def run_pipeline(recipe: Recipe, *, file: str, out: str | None = None, force: bo
     bench = bench or BenchConfig()
     bench.device = device if device in ("cpu", "cuda") else ("cuda" if _cuda(recipe) else "cpu")
     results["bench"] = bench_run(run_dir, bench, say=say)
-    results["gate"] = gate(run_dir, recipe=file, baseline=baseline, say=say)
+    results["gate"] = run_gate(run_dir, thresholds=recipe.gates, baseline=baseline, say=say)
     return results
 
 

@@ -107,10 +107,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
         return
     batch = max(r["batch"] for r in ok)
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in (r for r in ok if r["batch"] == batch):
-        ax.scatter(r["latency"]["p50_ms"], 100 * r["accuracy"], marker="o" if r["model"] == "student" else "s")
-        ax.annotate(f"{r['model']} {r['backend']} {r['precision']}", (r["latency"]["p50_ms"], 100 * r["accuracy"]),
-                    fontsize=7, xytext=(4, 2), textcoords="offset points")
+    for r in (r for r in ok if r["batch"] == batch):  # a legend, not annotations: equal accuracies overlap
+        ax.scatter(r["latency"]["p50_ms"], 100 * r["accuracy"], marker="o" if r["model"] == "student" else "s",
+                   label=f"{r['model']} {r['backend']} {r['precision']}")
+    ax.legend(fontsize=7, loc="best")
     ax.set(xlabel=f"p50 latency at batch {batch} (ms, {report['config']['device']})", ylabel="top-1 accuracy (%)",
            title=f"{report['recipe']}: accuracy vs latency")
     ax.grid(alpha=0.3)

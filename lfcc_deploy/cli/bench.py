@@ -73,8 +73,8 @@ def gate_cmd(run_dir: str = typer.Argument(..., help="A run directory with repor
              seconds: float = typer.Option(3.0, "--seconds", min=0.1, help="Interleaved timing per row vs baseline."),
              ) -> None:
     """Turn the recipe's [gates] into PASS/FAIL lines and an exit code (0 pass, 1 breach, 2 bad input)."""
-    from ..gate import gate
-    result = gate(run_dir, recipe=recipe, baseline=baseline, overrides=set_, seconds=seconds,
+    from ..gate import run_gate
+    result = run_gate(run_dir, recipe=recipe, baseline=baseline, overrides=set_, seconds=seconds,
                   say=lambda s: err.print(s, highlight=False))
     print_gate(result, run_dir)
 

@@ -12,6 +12,8 @@ out = Console()                 # results and tables
 err = Console(stderr=True)      # progress and logs, so stdout stays clean for piping
 if not out.is_terminal:         # logs and CI: rich's 80-column default would truncate the tables
     out = Console(width=160)
+if not err.is_terminal:
+    err = Console(stderr=True, width=160)
 
 SET = typer.Option(None, "--set", metavar="KEY=VALUE",
                    help="Override a recipe key, value as a TOML literal, e.g. --set distill.epochs=3")

@@ -34,7 +34,7 @@ def export(run_dir: str = typer.Argument(..., help="A run directory with student
     summary = export_run(run_dir, model=model, onnx=onnx, int8=int8, fp16=fp16, trt=trt, overrides=overrides,
                          say=lambda s: err.print(s, highlight=False), check=False)
     out.print(parity_table(summary["this"], summary["written"], model))
-    for line in _notes(summary):
+    for line in export_notes(summary):
         out.print(line, highlight=False)
     out.print(f"wrote {Path(run_dir) / 'export'}/ (parity.json, export.json)", highlight=False)
     raise_if_failed(summary)
@@ -50,12 +50,12 @@ def parity_table(parity: dict, written: list[dict], model: str) -> Table:
         measured = "accuracy" in e  # an fp32 entry where every exporter crashed has no numbers
         table.add_row(name, Path(r["path"]).name if r else "—", f"{r['size_bytes'] / 1e6:.2f}" if r else "—",
                       f"{e['max_abs_logit']:.1e}" if measured else "—", _pct(e.get("top1_agreement")),
-                      _pct(e.get("accuracy")), f"{-100 * e['accuracy_drop']:+.2f}" if measured else "—",
+                      _pct(e.get("accuracy")), f"{0.0 - 100 * e['accuracy_drop']:+.2f}" if measured else "—",
                       "ok" if e["passed"] else "FAIL")
     return table
 
 
-def _notes(summary: dict) -> list[str]:
+def export_notes(summary: dict) -> list[str]:
     lines = [f"{Path(r['path']).name}: exporter {r['exporter']}" + "".join(f"; {n}" for n in r["notes"])
              for r in summary["written"]]
     return lines + [f"{name}: {', '.join(e['broken'])}" for name, e in summary["this"].items() if e["broken"]]
@@ -67,7 +67,7 @@ def predict(artifact: str = typer.Argument(..., help="An exported .onnx or .engi
             top_k: int = typer.Option(5, "--top-k", min=1, help="Classes shown per image."),
             as_json: bool = typer.Option(False, "--json", help="Print JSON instead of text.")) -> None:
     """Classify image files with an exported model, preprocessing exactly as recorded in it."""
-    from ..predict import predict as run
+    from ..predict import predict_files as run
     results = run(artifact, images, top_k=top_k)
     if as_json:
         print(json.dumps(results, indent=2))

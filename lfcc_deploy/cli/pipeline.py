@@ -8,8 +8,9 @@ import typer
 from . import app
 from .bench import bench_table, print_gate
 from .common import DEVICE, FORCE, OUT, QUIET, SET, err, out, recipe_arg
-from .export import parity_table
+from .export import export_notes, parity_table
 from .progress import reporting, results_table
+from .train import warn_weak_teacher
 
 
 @app.command()
@@ -31,9 +32,12 @@ def pipeline(recipe: str = typer.Argument(..., help="Recipe path or name."),
     if "distill" in results:
         s = results["distill"]
         out.print(results_table(s, f"{rec.name} — {s['data']['name']} on {s['device']}"))
+        warn_weak_teacher(s)
     for model in ("student", "teacher"):
         if f"export_{model}" in results:
             e = results[f"export_{model}"]
             out.print(parity_table(e["this"], e["written"], model))
+            for line in export_notes(e):
+                out.print(line, highlight=False)
     out.print(bench_table(results["bench"]))
     print_gate(results["gate"], results["bench"]["run_dir"])

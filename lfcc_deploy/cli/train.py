@@ -18,13 +18,13 @@ def _train(job, recipe: str, overrides, out_dir, resume, force, device, quiet) -
     with reporting(err, quiet) as rep:
         summary = job(rec, file=file, out=out_dir, resume=resume, force=force, device=device, reporter=rep)
     out.print(results_table(summary, f"{rec.name} — {summary['data']['name']} on {summary['device']}"))
-    _warn_weak_teacher(summary)
+    warn_weak_teacher(summary)
     out.print(f"run directory: {summary['run_dir']}   total time: {time.perf_counter() - started:.1f} s",
               highlight=False)
     return summary
 
 
-def _warn_weak_teacher(summary: dict) -> None:
+def warn_weak_teacher(summary: dict) -> None:
     """Distillation only pays when the teacher is clearly better than the student alone."""
     t, ref, s = summary.get("teacher"), summary.get("reference"), summary.get("student")
     key = "test_acc" if t and t.get("test_acc") is not None else "val_acc"

@@ -5,8 +5,12 @@ the JSON summary and the bench's artifact discovery format-agnostic.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -44,6 +48,23 @@ def require(module: str):
         return __import__(module, fromlist=["_"])
     except ImportError:
         raise MissingDependency(f"python package {module!r} is not installed", hint=ONNX_HINT) from None
+
+
+@contextlib.contextmanager
+def quiet(*loggers: str):
+    """Exporters and quantisers print progress, log tracebacks of internal fallbacks and warn per
+    tensor; our CLI reports outcomes instead, so their output is held back while they run."""
+    logs = [logging.getLogger(name) for name in loggers]
+    levels = [log.level for log in logs]
+    for log in logs:
+        log.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for log, level in zip(logs, levels):
+            log.setLevel(level)
 
 
 def set_metadata(model, meta: dict[str, Any]) -> None:

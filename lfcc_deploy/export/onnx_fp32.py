@@ -6,18 +6,14 @@ runtime can preprocess exactly as training did (lfcc_deploy.preprocess does it f
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import tempfile
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..errors import CheckFailed
-from .common import INPUT_NAME, OUTPUT_NAME, require, set_metadata
+from .common import INPUT_NAME, OUTPUT_NAME, quiet, require, set_metadata
 from .config import ExportConfig
 
 EXPORTERS = ("torchscript", "dynamo")
@@ -55,22 +51,6 @@ def simplify(model):
     return simplified, "onnxsim"
 
 
-@contextlib.contextmanager
-def _quiet():
-    """The exporters print progress and log tracebacks of internal fallbacks; our CLI reports instead."""
-    logs = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "onnx_ir")]
-    levels = [log.level for log in logs]
-    for log in logs:
-        log.setLevel(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        for log, level in zip(logs, levels):
-            log.setLevel(level)
-
-
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, cfg: ExportConfig, exporter: str,
                 meta: dict[str, Any]) -> tuple[Any, list[str]]:
     """Trace, attach metadata, optionally simplify and run the full ONNX checker.
@@ -80,7 +60,7 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, cfg: ExportConfig
     """
     onnx = require("onnx")
     model = model.eval()
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
+    with tempfile.TemporaryDirectory() as tmp, quiet("torch.onnx", "onnxscript", "onnx_ir"):
         raw = Path(tmp) / "model.onnx"
         with torch.no_grad():
             _trace(model, example, raw, exporter, cfg)

@@ -19,7 +19,7 @@ import numpy as np
 from ..bench.timing import interleaved_ms
 from ..errors import BadInput
 from ..rundir import atomic_write
-from .common import ExportResult, ort_session, require, run_session, set_metadata
+from .common import ExportResult, ort_session, quiet, require, run_session, set_metadata
 from .config import ExportConfig, Tolerance
 from .parity import measure, verdict
 
@@ -129,11 +129,13 @@ def export_int8(fp32_path: Path, path: Path, cfg: ExportConfig, calibration: lis
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        source = _prepared(fp32_path, tmp)
+        with quiet("", "onnxruntime"):
+            source = _prepared(fp32_path, tmp)
         sessions = {"fp32": fp32}
         for cand in cfg.int8_candidates:
             out = tmp / f"{cand}.onnx"
-            quantize(source, out, cand, calibration, cfg, op_types_out, nodes_out, input_name)
+            with quiet("", "onnxruntime"):  # the quantiser warns on the root logger per skipped tensor
+                quantize(source, out, cand, calibration, cfg, op_types_out, nodes_out, input_name)
             sessions[cand] = ort_session(out, shared=True)
             entry = verdict(measure(reference, run_session(sessions[cand], inputs), labels), tolerance)
             rows.append(dict(candidate=cand, size_bytes=out.stat().st_size, **entry))
