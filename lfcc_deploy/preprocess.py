@@ -71,8 +71,12 @@ class Preprocess:
     def from_json(cls, text: str, *, file: str | None = None) -> "Preprocess":
         try:
             d = json.loads(text)
-            return cls(int(d["img_size"]), int(d["channels"]), tuple(map(float, d["mean"])),
-                       tuple(map(float, d["std"])))
+            pre = cls(int(d["img_size"]), int(d["channels"]), tuple(map(float, d["mean"])),
+                      tuple(map(float, d["std"])))
+            if pre.channels not in (1, 3) or pre.img_size < 1 or not len(pre.mean) == len(pre.std) == pre.channels \
+                    or min(pre.std) <= 0:
+                raise ValueError(f"inconsistent values {d}")
+            return pre
         except (ValueError, KeyError, TypeError) as err:
             raise BadInput(f"unreadable preprocess metadata ({type(err).__name__}: {err})", file=file,
                            key="preprocess", hint="re-export the model with `lfcc-deploy export`") from None

@@ -201,3 +201,27 @@ def _logits(run):
     x = pre.normalize(next(load_data(recipe.data).test.batches(64, device="cpu", train=False))[0])
     sess = ort.InferenceSession(str(run / "export" / "student.onnx"), providers=["CPUExecutionProvider"])
     return sess.run(None, {"input": x.numpy()})[0]
+
+
+def test_hostile_and_broken_artifacts_are_one_line_errors(trained_run, cli, tmp_path):
+    assert cli("export", trained_run).code == 0
+    good = trained_run / "export" / "student.onnx"
+    png = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x08\x07garbage" * 10)
+    res = cli("predict", garbage, png)
+    assert res.code == 2 and "garbage.onnx" in res.err and "Traceback" not in res.err
+    model = onnx.load(str(good))  # a real graph whose preprocessing metadata lies
+    for p in model.metadata_props:
+        if p.key == "preprocess":
+            p.value = json.dumps(dict(img_size=16, channels=5, mean=[0.5], std=[0.5]))
+    liar = tmp_path / "liar.onnx"
+    onnx.save(model, str(liar))
+    res = cli("predict", liar, png)
+    assert res.code == 2 and "preprocess" in res.err and "Traceback" not in res.err
+    saved = good.read_bytes()
+    good.write_bytes(saved[: len(saved) // 3])  # truncated, as by a full disk elsewhere
+    res = cli("export", trained_run, "--no-onnx", "--int8")
+    assert res.code == 2 and "student.onnx" in res.err and "Traceback" not in res.err
+    good.write_bytes(saved)

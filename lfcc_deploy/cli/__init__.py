@@ -8,7 +8,6 @@ import typer
 
 from .. import __version__
 from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, LfccError
-from .progress import INTERRUPTED
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Distil a large vision model into a small one of another family, export it, prove it.")
@@ -49,8 +48,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(err.line(), err.hint, err.exit_code)
     except typer.Exit as err:
         return getattr(err, "exit_code", 0)
-    except (KeyboardInterrupt, typer.Abort):
-        print(INTERRUPTED, file=sys.stderr)
+    except (KeyboardInterrupt, typer.Abort):  # training commands report their checkpoint themselves
+        print("error: interrupted; files are written by atomic rename, so none is left half-written",
+              file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as err:
         if not (hasattr(err, "format_message") and hasattr(err, "exit_code")):

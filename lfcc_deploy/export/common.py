@@ -116,7 +116,14 @@ def ort_session(path: Path | bytes, *, threads: int | None = None, providers: li
     opts.inter_op_num_threads = 1
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
-    return ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts, providers=providers or ["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), opts,
+                                    providers=providers or ["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own Fail/InvalidGraph/... types
+        detail = str(err).splitlines()[0][-160:]
+        raise BadInput(f"onnxruntime cannot load the model ({type(err).__name__}: {detail})",
+                       file=None if isinstance(path, bytes) else str(path),
+                       hint="re-export it with `lfcc-deploy export RUN_DIR`") from None
 
 
 def run_session(session, batches: list[np.ndarray]) -> np.ndarray:
