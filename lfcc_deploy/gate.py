@@ -11,6 +11,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field, model_validator
 
+from .errors import BadInput
 from .schema import Strict
 
 
@@ -58,7 +59,10 @@ def evaluate(report: dict[str, Any], gates: GatesConfig,
     """All checks the thresholds ask for; `regression` maps row names to measured new/old p50 ratios."""
     ok = [r for r in report["rows"] if r["status"] == "ok"]
     students = [r for r in ok if r["model"] == "student"]
-    checks: list[dict[str, Any]] = []
+    # a backend that broke is a failure of the build, whatever the thresholds say; skipped rows
+    # (a backend this machine lacks) are not, and gates that need them fail as missing rows
+    checks: list[dict[str, Any]] = [_check("bench row failed", row_name(r), None, "status ok", False, r["reason"])
+                                    for r in report["rows"] if r["status"] == "failed"]
     if gates.min_accuracy is not None:
         checks += [_check("min_accuracy", row_name(r), r["accuracy"], gates.min_accuracy,
                           r["accuracy"] >= gates.min_accuracy) for r in students] \
@@ -97,12 +101,21 @@ def _accuracy_drops(ok: list[dict], limit: float) -> list[dict]:
 
 
 def _teacher_speedups(ok: list[dict], limit: float) -> list[dict]:
-    paired = [r for r in ok if r["model"] == "student" and r["speedup_vs_teacher"] is not None]
-    if not paired:
+    """Every (backend, precision) measured at the largest batch must have both models and the speedup."""
+    if not ok:
         return [_missing("min_speedup_vs_teacher", "student and teacher rows of one backend", limit)]
-    largest = max(r["batch"] for r in paired)
-    return [_check("min_speedup_vs_teacher", row_name(r), r["speedup_vs_teacher"], limit,
-                   r["speedup_vs_teacher"] >= limit) for r in paired if r["batch"] == largest]
+    largest = max(r["batch"] for r in ok)
+    at = {(r["model"], r["backend"], r["precision"], r["device"]): r for r in ok if r["batch"] == largest}
+    out = []
+    for backend, precision, device in sorted({k[1:] for k in at}):
+        s, t = at.get(("student", backend, precision, device)), at.get(("teacher", backend, precision, device))
+        if s is None or t is None:
+            missing = "student" if s is None else "teacher"
+            out.append(_missing("min_speedup_vs_teacher", f"{missing} {backend} {precision} {device} b{largest}", limit))
+        else:
+            out.append(_check("min_speedup_vs_teacher", row_name(s), s["speedup_vs_teacher"], limit,
+                              s["speedup_vs_teacher"] >= limit))
+    return out
 
 
 def _latency(ok: list[dict], g: LatencyGate) -> list[dict]:
@@ -145,6 +158,9 @@ def run_gate(run_dir: str | Path, *, recipe: str | Path | None = None, baseline:
     from .recipe import load_recipe
     from .rundir import RECIPE_FILE, write_json
     run_dir = Path(run_dir)
+    (run_dir / "gate.json").unlink(missing_ok=True)  # never leave an earlier verdict behind a failed gate
+    if baseline is not None and not Path(baseline).exists():
+        raise BadInput("baseline not found", file=str(baseline), hint="give a run directory or a report.json")
     report = load_report(run_dir)
     if thresholds is None:
         thresholds = load_recipe(recipe or run_dir / RECIPE_FILE, overrides or []).gates
@@ -152,6 +168,10 @@ def run_gate(run_dir: str | Path, *, recipe: str | Path | None = None, baseline:
     if baseline is not None and thresholds.max_regression is not None:
         regression, how = measure_regressions(report, Path(baseline), seconds, say)
     checks = evaluate(report, thresholds, regression)
+    if baseline is not None and thresholds.max_regression is None:
+        checks.append(dict(_check("max_regression", "all student rows", None, None, True,
+                                  "--baseline given but [gates] max_regression is not set: not compared"),
+                           status="SKIP"))
     result = dict(version=1, run_dir=str(run_dir), passed=all(c["passed"] for c in checks), checks=checks,
                   gates=thresholds.model_dump(), baseline=str(baseline) if baseline else None, regression_mode=how)
     write_json(run_dir / "gate.json", result)

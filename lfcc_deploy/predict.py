@@ -18,12 +18,26 @@ from .export.common import ort_session, preprocess_of, read_metadata
 from .preprocess import Preprocess, read_images
 
 
+def _fixed_batch(run: Callable[[torch.Tensor], np.ndarray], batch: int) -> Callable[[torch.Tensor], np.ndarray]:
+    """A static-batch graph takes exactly `batch` images: feed chunks, padding the last by repetition."""
+    def chunked(x: torch.Tensor) -> np.ndarray:
+        out = []
+        for part in x.split(batch):
+            pad = part[:1].expand(batch - len(part), *part.shape[1:])
+            out.append(np.asarray(run(torch.cat([part, pad])))[: len(part)])
+        return np.concatenate(out)
+    return chunked
+
+
 def _onnx_model(path: Path) -> tuple[Callable[[torch.Tensor], np.ndarray], Preprocess, list[str]]:
     meta = read_metadata(path)
     pre = preprocess_of(meta, path)
     session = ort_session(path)
-    name = session.get_inputs()[0].name
-    return (lambda x: session.run(None, {name: x.numpy()})[0]), pre, json.loads(meta.get("class_names", "[]"))
+    inp = session.get_inputs()[0]
+    run = lambda x: session.run(None, {inp.name: x.numpy()})[0]  # noqa: E731
+    if isinstance(inp.shape[0], int):
+        run = _fixed_batch(run, inp.shape[0])
+    return run, pre, json.loads(meta.get("class_names", "[]"))
 
 
 def _engine_model(path: Path):

@@ -90,6 +90,8 @@ class Preprocess:
 def read_image(path: Path, channels: int) -> Tensor:
     """An image file as uint8 1×C×S×S: decoded to gray or RGB, centre-cropped to a square."""
     from PIL import Image, UnidentifiedImageError
+    if path.is_dir():
+        raise BadInput("is a directory, not an image file", file=str(path), hint=f"pass the files, e.g. {path}/*.png")
     try:
         with Image.open(path) as img:
             img = img.convert("L" if channels == 1 else "RGB")

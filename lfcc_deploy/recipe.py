@@ -212,7 +212,7 @@ def read_toml(path: Path) -> dict:
 def load_recipe(name_or_path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = find_recipe(name_or_path)
     data = apply_overrides(read_toml(path), overrides or [])
-    return validate_recipe(data, str(path))
+    return validate_recipe(data, f"{path} with --set overrides" if overrides else str(path))
 
 
 def recipe_dict(recipe: Recipe) -> dict:

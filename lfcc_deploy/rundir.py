@@ -53,8 +53,8 @@ def read_json(path: Path) -> Any:
 class RunLock:
     """An flock on RUN_DIR/.lock: released by the kernel even when the holder is killed -9."""
 
-    def __init__(self, run_dir: Path):
-        self.path = Path(run_dir) / ".lock"
+    def __init__(self, run_dir: Path, hint: str = "wait for it to finish, or pass another --out"):
+        self.path, self.hint = Path(run_dir) / ".lock", hint
         self._fd: int | None = None
 
     def __enter__(self) -> "RunLock":
@@ -66,7 +66,7 @@ class RunLock:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise BadInput(f"run directory is in use by pid {holder}", file=str(self.path.parent),
-                           hint="wait for it to finish, or pass another --out") from None
+                           hint=self.hint) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._fd = fd

@@ -124,7 +124,9 @@ ROWS = [dict(model="student", backend="onnxruntime", precision="fp32", batch=32,
         dict(model="teacher", backend="onnxruntime", precision="fp32", batch=32, p50=8.0, accuracy=0.95,
              size_bytes=9_000_000),
         dict(model="teacher", backend="torch", precision="fp32", batch=32, p50=16.0, accuracy=0.95,
-             size_bytes=9_000_000)]
+             size_bytes=9_000_000),
+        dict(model="teacher", backend="onnxruntime", precision="int8", batch=32, p50=4.0, accuracy=0.95,
+             size_bytes=3_000_000)]
 
 
 @pytest.mark.parametrize("setting, code", [
@@ -132,7 +134,7 @@ ROWS = [dict(model="student", backend="onnxruntime", precision="fp32", batch=32,
     ("gates.min_accuracy=0.8901", 1),
     ("gates.max_accuracy_drop=0.01", 0),            # int8 drop 0.01 vs torch fp32, exactly the limit
     ("gates.max_accuracy_drop=0.009", 1),
-    ("gates.min_speedup_vs_teacher=4.0", 0),        # onnxruntime fp32: 8 / 2, torch: 16 / 4
+    ("gates.min_speedup_vs_teacher=4.0", 0),        # onnxruntime fp32 8 / 2, int8 4 / 1, torch 16 / 4
     ("gates.min_speedup_vs_teacher=4.1", 1),
     ("gates.quantized_must_be_faster=true", 0),     # int8 2× its fp32
     ("gates.max_model_mb=4.0", 0),
@@ -159,6 +161,41 @@ def test_quantized_slower_than_fp32_fails(tmp_path, exported, cli):
     rows[1]["p50"] = 2.5
     res = cli("gate", _synthetic(tmp_path, exported, rows), "--set", "gates.quantized_must_be_faster=true")
     assert res.code == 1 and "quantized_must_be_faster" in res.out
+
+
+def test_speedup_needs_both_models_of_every_backend(tmp_path, exported, cli):
+    rows = [dict(r) for r in ROWS if not (r["model"] == "teacher" and r["precision"] == "int8")]
+    res = cli("gate", _synthetic(tmp_path, exported, rows), "--set", "gates.min_speedup_vs_teacher=1")
+    assert res.code == 1 and "teacher onnxruntime int8 cpu b32" in res.out and "row missing" in res.out
+
+
+def test_failed_bench_row_fails_the_gate(tmp_path, exported, cli):
+    rows = [dict(r) for r in ROWS] + [dict(model="student", backend="onnxruntime", precision="fp16", batch=32,
+                                           p50=1.0, accuracy=0.9, size_bytes=1)]
+    run = _synthetic(tmp_path, exported, rows)
+    report = json.loads((run / "report.json").read_text())
+    report["rows"][-1].update(status="failed", reason="RuntimeError: kernel missing", latency=None)
+    (run / "report.json").write_text(json.dumps(report))
+    res = cli("gate", run, "--set", "gates.min_accuracy=0.5")
+    assert res.code == 1 and "bench row failed" in res.out and "kernel missing" in res.out
+
+
+@pytest.mark.parametrize("damage, needle", [
+    (lambda rep: rep.pop("rows"), "rows"),
+    (lambda rep: rep["rows"][0].pop("accuracy"), "accuracy"),
+    (lambda rep: rep["rows"][0].update(accuracy="high"), "rows.0.accuracy"),
+    (lambda rep: rep["rows"][0].update(batch="one"), "rows.0.batch"),
+    (lambda rep: rep.update(rows="x"), "rows"),
+])
+def test_damaged_report_is_exit_2_and_leaves_no_old_verdict(tmp_path, exported, cli, damage, needle):
+    run = _synthetic(tmp_path, exported, [dict(r) for r in ROWS])
+    assert cli("gate", run, "--set", "gates.min_accuracy=0.5").code == 0 and (run / "gate.json").is_file()
+    report = json.loads((run / "report.json").read_text())
+    damage(report)
+    (run / "report.json").write_text(json.dumps(report))
+    res = cli("gate", run, "--set", "gates.min_accuracy=0.5")
+    assert res.code == 2 and needle in res.err and "Traceback" not in res.err
+    assert not (run / "gate.json").exists()
 
 
 def test_missing_reference_row_fails_not_passes(tmp_path, exported, cli):
@@ -224,3 +261,17 @@ def test_pipeline_runs_every_stage_then_reuses_them(tmp_path, cli):
     assert again.code == 1 and "reusing" in again.err and "FAIL  min_accuracy" in again.out
     assert (run / "student.safetensors").stat().st_mtime_ns == stamp
     assert json.loads((run / "gate.json").read_text())["passed"] is False
+
+
+def test_bench_input_edge_cases(exported, cli, tmp_path):
+    assert cli("bench", exported, "--backends", "onnxruntime", "--model", "student", "--batch", "2", *FAST).code == 0
+    before = (exported / "report.json").read_bytes()
+    res = cli("bench", exported, "--precisions", "fp16", "--model", "student", *FAST)  # nothing exported in fp16
+    assert res.code == 2 and "nothing could be measured" in res.err
+    assert (exported / "report.json").read_bytes() == before
+    assert cli("bench", exported, "--backends", "", *FAST).code == 2
+    res = cli("bench", exported, "--backends", "onnxruntime", "--model", "student", "--batch", "2,2",
+              "--precisions", "fp32", *FAST)
+    assert res.code == 0 and len(_report(exported)["rows"]) == 1
+    res = cli("gate", exported, "--baseline", tmp_path / "nowhere")
+    assert res.code == 2 and "baseline not found" in res.err

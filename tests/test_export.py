@@ -3,6 +3,7 @@ fp16, static batch, failures that write nothing, TensorRT absent, and `predict` 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -225,3 +226,30 @@ def test_hostile_and_broken_artifacts_are_one_line_errors(trained_run, cli, tmp_
     res = cli("export", trained_run, "--no-onnx", "--int8")
     assert res.code == 2 and "student.onnx" in res.err and "Traceback" not in res.err
     good.write_bytes(saved)
+
+
+def test_fp32_re_export_removes_stale_derived_artifacts(trained_run, cli, tmp_path):
+    assert cli("export", trained_run, "--int8", "--set", "export.speed_seconds=0.1").code == 0
+    exp = trained_run / "export"
+    res = cli("export", trained_run, "--opset", "17")
+    assert res.code == 0 and "removed student.int8.onnx" in res.err
+    assert not (exp / "student.int8.onnx").exists()
+    parity = json.loads((exp / "parity.json").read_text())["student"]["precisions"]
+    assert set(parity) == {"fp32"}
+    names = [a["path"] for a in json.loads((exp / "export.json").read_text())["artifacts"]]
+    assert len(names) == len({Path(n).name for n in names})  # one record per file
+
+
+def test_predict_static_batch_model_and_directory(trained_run, cli, tmp_path):
+    assert cli("export", trained_run, "--static-batch", "--set", "export.static_batch=2").code == 0
+    test = load_data(load_recipe(trained_run / "recipe.toml").data).test
+    paths = []
+    for i in range(3):  # three images through a batch-2 graph: one padded chunk
+        paths.append(tmp_path / f"s{i}.png")
+        Image.fromarray(test.images[i, 0].numpy()).save(paths[-1])
+    res = cli("predict", trained_run / "export" / "student.onnx", *paths, "--json")
+    assert res.code == 0, res.err
+    assert [r["image"] for r in json.loads(res.out)] == [str(p) for p in paths]
+    res = cli("predict", trained_run / "export" / "student.onnx", tmp_path)
+    assert res.code == 2 and "directory" in res.err
+    assert cli("export", trained_run).code == 0

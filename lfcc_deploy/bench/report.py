@@ -9,7 +9,9 @@ speedup_vs_fp32, accuracy_change_vs_fp32 (fractions; None where there is nothing
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ValidationError, model_validator
 
 from ..errors import BadInput
 from ..rundir import atomic_write, read_json, write_json, write_text
@@ -43,8 +45,41 @@ def derive(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+class _Latency(BaseModel):
+    p50_ms: float
+    p99_ms: float
+
+
+class _Row(BaseModel):
+    """The fields gates read; a hand-edited or damaged report is refused naming the field."""
+
+    model: str
+    backend: str
+    precision: str
+    device: str
+    batch: int
+    status: Literal["ok", "skipped", "failed"]
+    reason: str = ""
+    latency: _Latency | None = None
+    accuracy: float | None = None
+    size_bytes: int | None = None
+    speedup_vs_teacher: float | None = None
+    speedup_vs_fp32: float | None = None
+
+    @model_validator(mode="after")
+    def _measured(self):
+        if self.status == "ok" and None in (self.latency, self.accuracy, self.size_bytes):
+            raise ValueError("an ok row needs latency, accuracy and size_bytes")
+        return self
+
+
+class _Report(BaseModel):
+    run_dir: str
+    rows: list[_Row]
+
+
 def load_report(path: Path) -> dict[str, Any]:
-    """A report from a file or a run directory, refusing foreign or newer schemas."""
+    """A report from a file or a run directory, refusing foreign, newer or damaged ones."""
     path = Path(path)
     path = path / REPORT_JSON if path.is_dir() else path
     if not path.is_file():
@@ -52,7 +87,15 @@ def load_report(path: Path) -> dict[str, Any]:
     report = read_json(path)
     if not isinstance(report, dict) or report.get("schema") != SCHEMA or report.get("version") != 1:
         raise BadInput("not an lfcc-deploy bench report (schema version 1)", file=str(path))
-    return report
+    try:
+        checked = _Report.model_validate(report)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise BadInput(f"{where}: {first['msg']}", file=str(path), hint="re-run `lfcc-deploy bench`") from None
+    rows = [dict(raw, **row.model_dump(exclude={"latency"}), latency=dict(raw["latency"], **row.latency.model_dump())
+                 if row.latency else None) for raw, row in zip(report["rows"], checked.rows)]
+    return dict(report, rows=rows)
 
 
 def _fmt(x: float | None, spec: str, suffix: str = "") -> str:

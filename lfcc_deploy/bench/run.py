@@ -40,6 +40,9 @@ class BenchConfig:
 
     def check(self) -> None:
         register_all()
+        for name in ("backends", "precisions", "batches"):  # a repeated value would time a row twice
+            if getattr(self, name) is not None:
+                setattr(self, name, list(dict.fromkeys(getattr(self, name))))
         for b in self.backends or []:
             BACKENDS.get(b, key="--backends")
         bad = [p for p in self.precisions or [] if p not in PRECISIONS]
@@ -125,6 +128,10 @@ def bench_run(run_dir: str | Path, cfg: BenchConfig, say: Callable[[str], None] 
         for backend in cfg.backends or BACKENDS.names():
             rows += _backend_rows(BACKENDS.get(backend), run_dir, model, pre, params, images, batches,
                                   cfg, threads, say)
+    if not any(r["status"] == "ok" for r in rows):  # keep the previous report rather than an empty one
+        why = next((f"{r['backend']} {r['precision']}: {r['reason']}" for r in rows), "no model weights found")
+        raise BadInput(f"nothing could be measured ({len(rows)} rows skipped or failed; e.g. {why})",
+                       file=str(run_dir), hint="check --backends/--precisions/--device, or export first")
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     report = dict(schema="lfcc-deploy/bench-report", version=1, created=started, run_dir=str(run_dir),
                   recipe=images.recipe, split=images.split, images=len(images.u8),
@@ -137,8 +144,9 @@ def bench_run(run_dir: str | Path, cfg: BenchConfig, say: Callable[[str], None] 
 def _backend_rows(backend, run_dir, model, pre, params, images, batches, cfg, threads, say) -> list[dict]:
     key = dict(model=model, backend=backend.name, device=cfg.device, mode=cfg.mode)
     ok, why = backend.available(cfg.device)
-    precisions = cfg.precisions or [p for p in PRECISIONS
-                                    if ok and backend.artifact(run_dir, model, p, cfg.device)[0] is not None]
+    # default: fp32 always (a missing fp32 artifact is a skipped row, not an absent one), plus what exists
+    precisions = cfg.precisions or ["fp32"] + [p for p in PRECISIONS[1:]
+                                               if ok and backend.artifact(run_dir, model, p, cfg.device)[0]]
     if not ok:
         return [_row(**key, precision=p, batch=b, status="skipped", reason=why)
                 for p in (cfg.precisions or ["fp32"]) for b in batches]

@@ -14,11 +14,14 @@ from .progress import _pct
 def _csv(value: Optional[str], cast=str) -> Optional[list]:
     if value is None:
         return None
+    from ..errors import BadInput
     try:
-        return [cast(v.strip()) for v in value.split(",") if v.strip()]
+        items = [cast(v.strip()) for v in value.split(",") if v.strip()]
     except ValueError:
-        from ..errors import BadInput
         raise BadInput(f"cannot read {value!r} as a comma-separated list of {cast.__name__}") from None
+    if not items:
+        raise BadInput(f"empty list {value!r}", hint="leave the option out for the default, or name values")
+    return list(dict.fromkeys(items))  # duplicates would time the same row twice
 
 
 @app.command()

@@ -35,7 +35,8 @@ def run_recipe(run_dir: Path, overrides: list[str]) -> tuple[Recipe, str]:
     if not path.is_file():
         raise BadInput("not a run directory (no recipe.toml)", file=str(run_dir),
                        hint="pass the directory `lfcc-deploy distill` wrote, e.g. runs/quickstart")
-    return validate_recipe(apply_overrides(read_toml(path), overrides), str(path)), str(path)
+    label = f"{path} with command-line overrides" if overrides else str(path)
+    return validate_recipe(apply_overrides(read_toml(path), overrides), label), str(path)
 
 
 class Exporter:
@@ -216,10 +217,11 @@ def export_run(run_dir: str | Path, *, model: str = "student", onnx: bool = True
     job = Exporter(run_dir, recipe, file, model, say)
     results: list[ExportResult] = []
     parity: dict[str, Any] = {}
-    with RunLock(run_dir):
+    with RunLock(run_dir, hint="wait for it to finish"):
         if onnx:
             result, parity["fp32"] = export_fp32(job)
             results += [result] if result else []
+            stale = _derived(job) if result else []
         else:
             parity["fp32"] = job.judge(run_session(ort_session(fp32), job.inputs()), "fp32")
         precision = _trt_precision(int8, fp16)
@@ -229,6 +231,12 @@ def export_run(run_dir: str | Path, *, model: str = "student", onnx: bool = True
             if wanted:
                 result, parity[name] = step(job, fp32)
                 results += [result] if result else []
+        if onnx:  # artifacts derived from the replaced fp32 graph, not rebuilt now, are stale: remove them
+            fresh = {Path(r.path) for r in results}
+            for path in (p for p in stale if p not in fresh and p.exists()):
+                path.unlink()
+                path.with_suffix(".json").unlink(missing_ok=True) if path.suffix == ".engine" else None
+                say(f"removed {path.name}: it was built from the previous {job.model}.onnx")
         summary = _write_reports(job, results, parity)
     if check:
         raise_if_failed(summary)
@@ -244,6 +252,10 @@ def raise_if_failed(summary: dict[str, Any]) -> None:
                           hint="loosen [export.<precision>] tolerances only if the accuracy change is acceptable")
 
 
+def _derived(job: Exporter) -> list[Path]:
+    return [job.path(s) for s in (".fp16.onnx", ".int8.onnx", ".engine")]
+
+
 def _trt_precision(int8: bool, fp16: bool) -> str:
     return "int8" if int8 else "fp16" if fp16 else "fp32"
 
@@ -254,10 +266,12 @@ def _write_reports(job: Exporter, results: list[ExportResult], parity: dict[str,
     parity_path, export_path = job.out / PARITY_FILE, job.out / EXPORT_FILE
     old_parity = read_json(parity_path) if parity_path.is_file() else {}
     old_export = read_json(export_path) if export_path.is_file() else {}
-    old_parity[job.model] = {**common, "precisions": {**old_parity.get(job.model, {}).get("precisions", {}),
-                                                      **parity}}
-    artifacts = {a["path"]: a for a in old_export.get("artifacts", [])}
-    artifacts.update({r.path: dict(r.to_dict(), model=job.model) for r in results})
+    kept = {} if "fp32" in {r.precision for r in results if r.format == "onnx"} else \
+        old_parity.get(job.model, {}).get("precisions", {})  # a new fp32 graph invalidates derived entries
+    old_parity[job.model] = {**common, "precisions": {**kept, **parity}}
+    name = lambda p: Path(p).name  # noqa: E731  (keys independent of how RUN_DIR was spelled)
+    artifacts = {name(a["path"]): a for a in old_export.get("artifacts", []) if (job.out / name(a["path"])).exists()}
+    artifacts.update({name(r.path): dict(r.to_dict(), model=job.model) for r in results})
     summary = dict(version=1, artifacts=list(artifacts.values()), parity=old_parity)
     write_json(parity_path, old_parity)
     write_json(export_path, summary)
