@@ -163,15 +163,18 @@ def interleaved_ms(steps: dict[str, Callable[[], object]], rounds: int = 20, war
 
     Wall time of separate runs drifts by tens of percent on shared machines; timing every
     candidate in turn, round after round, exposes all of them to the same drift, so the ratio
-    of medians is honest where the ratio of two separate runs is not.
+    of medians is honest where the ratio of two separate runs is not. The order rotates each
+    round, since a fixed order gives each step a fixed position bias (warm caches, clocks).
     """
     sync = _cuda_sync if device is not None and getattr(device, "type", device) == "cuda" else (lambda: None)
     for _ in range(warmup):
         for step in steps.values():
             step()
     times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
+    names = list(steps)
+    for r in range(rounds):  # rotate the order: no step always runs first (or right after the same one)
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            step = steps[name]
             sync()
             t0 = time.perf_counter()
             step()
