@@ -89,22 +89,35 @@ def _split(labels: Tensor, fraction: float, seed: int) -> tuple[Tensor, Tensor]:
     return keep.nonzero().flatten(), held
 
 
-def augment_batch(x: Tensor, aug: Augment, generator: torch.Generator) -> Tensor:
-    """Per-sample random crop of the zero-padded batch, then optional horizontal flip.
-    Parameters are drawn on the CPU from `generator` (reproducible on any device) and the
-    crop is one index gather, so the batch never leaves the device."""
+def augment_params(n: int, aug: Augment, generator: torch.Generator) -> Tensor:
+    """Per-sample (dy, dx, flip) as int16 n×3, drawn on the CPU from `generator` in a fixed order.
+    Kept apart from `apply_augment` so a teacher cache can store exactly which view it computed."""
+    p = aug.crop_padding if aug.random_crop else 0
+    shift = torch.randint(0, 2 * p + 1, (2, n), generator=generator) if p else torch.zeros(2, n, dtype=torch.long)
+    flip = (torch.rand(n, generator=generator) < 0.5) if aug.horizontal_flip else torch.zeros(n, dtype=torch.bool)
+    return torch.stack([shift[0], shift[1], flip.long()], 1).to(torch.int16)
+
+
+def apply_augment(x: Tensor, aug: Augment, params: Tensor) -> Tensor:
+    """Per-sample crop of the zero-padded batch at (dy, dx), then the flips: one index gather,
+    so the batch never leaves the device."""
     n, c, h, w = x.shape
     dev, p = x.device, aug.crop_padding if aug.random_crop else 0
+    params = params.to(dev, torch.long)
     if p:
-        dy, dx = torch.randint(0, 2 * p + 1, (2, n), generator=generator).to(dev)
+        dy, dx = params[:, 0], params[:, 1]
         rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
         cols = (dx[:, None] + torch.arange(w, device=dev))[:, None, None, :]
         x = F.pad(x, (p, p, p, p))[torch.arange(n, device=dev)[:, None, None, None],
                                    torch.arange(c, device=dev)[None, :, None, None], rows, cols]
     if aug.horizontal_flip:
-        flip = (torch.rand(n, generator=generator) < 0.5).to(dev)
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        x = torch.where(params[:, 2].bool()[:, None, None, None], x.flip(3), x)
     return x
+
+
+def augment_batch(x: Tensor, aug: Augment, generator: torch.Generator) -> Tensor:
+    """Random crop of the zero-padded batch, then optional horizontal flip, per sample."""
+    return apply_augment(x, aug, augment_params(len(x), aug, generator))
 
 
 class Source:
@@ -120,27 +133,39 @@ class Source:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def steps_per_epoch(self, batch_size: int, train: bool) -> int:
-        """Training drops a final batch of one sample (BatchNorm cannot normalise it)."""
-        full, rest = divmod(len(self), batch_size)
+    def steps_per_epoch(self, batch_size: int, train: bool, world: int = 1) -> int:
+        """Training drops a final batch of one sample (BatchNorm cannot normalise it). With `world`
+        data-parallel ranks each rank sees len // world images per epoch."""
+        full, rest = divmod(len(self) // world, batch_size)
         return full + int(rest > (1 if train else 0))
 
     def batches(self, batch_size: int, *, device: str | torch.device, train: bool, seed: int = 0,
-                epoch: int = 0, start_step: int = 0,
-                augment: Augment | None = None) -> Iterator[tuple[Tensor, Tensor]]:
+                epoch: int = 0, start_step: int = 0, augment: Augment | None = None,
+                shard: tuple[int, int] = (0, 1), with_index: bool = False) -> Iterator[tuple[Tensor, ...]]:
         """(x float32 in [0, 1], B×channels×img_size², y int64), both on `device`. Training
         order is a (seed, epoch) permutation and augmentation is seeded per step, so
-        starting at `start_step` yields exactly the tail of an uninterrupted epoch."""
-        device, n = _device(device), len(self)
-        order = torch.randperm(n, generator=_generator("order", seed, epoch)) if train \
-            else torch.arange(n)
-        end = min(n, self.steps_per_epoch(batch_size, train) * batch_size)
-        chunks = self._uint8_batches(order[start_step * batch_size:end], batch_size, device)
+        starting at `start_step` yields exactly the tail of an uninterrupted epoch.
+
+        `shard=(rank, world)`: this rank's 1/world of the permutation (data parallelism; every rank
+        draws the same permutation, so shards never overlap). `with_index`: also yield the batch's
+        positions in this source (CPU int64), for per-image lookups such as a teacher cache."""
+        device, (rank, world) = _device(device), shard
+        order = torch.randperm(len(self), generator=_generator("order", seed, epoch)) if train \
+            else torch.arange(len(self))
+        order = order[rank: len(order) // world * world: world] if world > 1 else order
+        end = min(len(order), self.steps_per_epoch(batch_size, train, world) * batch_size)
+        picked = order[start_step * batch_size:end]
+        chunks = self._uint8_batches(picked, batch_size, device)
         for step, (x, y) in enumerate(chunks, start=start_step):
             x = to_unit_float(x, self.img_size, self.channels)
             if train and augment is not None:
-                x = augment_batch(x, augment, _generator("augment", seed, epoch, step))
-            yield x, y
+                parts = ("augment", seed, epoch, step) + ((rank,) if world > 1 else ())
+                x = augment_batch(x, augment, _generator(*parts))
+            if with_index:
+                first = (step - start_step) * batch_size
+                yield x, y, picked[first: first + len(y)]
+            else:
+                yield x, y
 
     def uint8_images(self, limit: int) -> Tensor:
         """The first `limit` images as stored (uint8 on the CPU): what a deployed model is handed."""
