@@ -76,10 +76,11 @@ def autocast(device: torch.device):
 
 
 def train_step(method: Method, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               device: torch.device, grad_clip: float | None = None):
-    """One optimisation step; returns (logits, losses, total loss) without syncing with the device."""
+               device: torch.device, grad_clip: float | None = None, targets=None):
+    """One optimisation step; returns (logits, losses, total loss) without syncing with the device.
+    `targets`: cached teacher outputs for this very batch (the teacher forward is skipped)."""
     with autocast(device):
-        logits, losses = method(x, y)
+        logits, losses = method(x, y) if targets is None else method(x, y, targets)
     loss = sum(losses.values())
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -148,7 +149,9 @@ class Trainer:
         self.run_dir, self.device = Path(run_dir), device
         self.reporter, self.ckpt_every_s = reporter, checkpoint_minutes * 60
         cfg = phase.cfg
-        self.train_src = data.train.subset(stratified_subset(data.train.labels, cfg.train_fraction, cfg.seed))
+        self.subset = stratified_subset(data.train.labels, cfg.train_fraction, cfg.seed)
+        self.train_src = data.train.subset(self.subset)
+        self.cache = None  # a TeacherCache when [distill] teacher_cache is on (built in run())
         self.spe = self.train_src.steps_per_epoch(cfg.batch_size, train=True)
         self.total = cfg.epochs * self.spe
         self.method = phase.method.to(device)
@@ -186,11 +189,37 @@ class Trainer:
         else:
             torch.manual_seed(self.p.cfg.seed)
         write_metrics(self.run_dir, self.p.name, self.state["history"])
+        self._prepare_cache()
         self.reporter.start(self.p.name, self.total, self.state["step"])
         with graceful_interrupt() as interrupt:
             while self.state["step"] < self.total:
                 self._epoch(interrupt)
         return self._finish()
+
+    def _prepare_cache(self) -> None:
+        mode = getattr(self.p.cfg, "teacher_cache", "off")
+        if mode == "off" or self.method.teacher is None:
+            return
+        from .cache import prepare_cache
+        cfg = self.p.cfg
+        self.cache = prepare_cache(self.method, self.train_src, self.subset, self.data.identity,
+                                   self.augment, mode=mode, views=cfg.cache_views, seed=cfg.seed,
+                                   dtype=cfg.cache_dtype, run_dir=self.run_dir, device=self.device,
+                                   say=self.reporter.note)
+
+    def _batches(self, epoch: int, start: int):
+        """(x, y, cached teacher targets or None) for this epoch from step `start`. With a cache the
+        student sees exactly the stored view of each image, and no teacher forward runs."""
+        cfg = self.p.cfg
+        common = dict(device=self.device, train=True, seed=cfg.seed, epoch=epoch, start_step=start)
+        if self.cache is None:
+            for x, y in self.train_src.batches(cfg.batch_size, augment=self.augment, **common):
+                yield x, y, None
+            return
+        views = self.cache.pick_views(cfg.seed, epoch)
+        for x, y, idx in self.train_src.batches(cfg.batch_size, augment=None, with_index=True, **common):
+            x, targets = self.cache.batch(x, idx, views, self.augment)
+            yield x, y, targets
 
     def _new_accum(self) -> dict[str, torch.Tensor]:
         z = lambda dt=torch.float32: torch.zeros((), dtype=dt, device=self.device)  # noqa: E731
@@ -207,9 +236,8 @@ class Trainer:
         t0 = epoch_t0 = last_ckpt = time.perf_counter()
         tick = (t0, st["step"])
         self.method.train()
-        for x, y in self.train_src.batches(cfg.batch_size, device=self.device, train=True, seed=cfg.seed,
-                                          epoch=epoch, start_step=start, augment=self.augment):
-            logits, losses, loss = train_step(self.method, self.opt, x, y, self.device, cfg.grad_clip)
+        for x, y, targets in self._batches(epoch, start):
+            logits, losses, loss = train_step(self.method, self.opt, x, y, self.device, cfg.grad_clip, targets)
             self.sched.step()
             acc["bad_step"] = torch.where((acc["bad_step"] < 0) & ~torch.isfinite(loss),
                                           acc["steps"] + epoch * self.spe, acc["bad_step"])

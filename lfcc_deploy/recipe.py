@@ -88,6 +88,10 @@ class StudentConfig(ModelConfig):
 class DistillBase(TrainConfig):
     method: str = "kd"
     ce_reference: bool = Field(False, description="also train a CE-only student to compare")
+    teacher_cache: Literal["off", "memory", "disk"] = Field(
+        "off", description="compute the teacher's outputs for cache_views augmented views once (kd, lfcc)")
+    cache_views: int = Field(4, ge=1, le=64, description="fixed augmented views per training image")
+    cache_dtype: Literal["float16", "float32"] = Field("float16", description="storage of cached outputs")
 
     @field_validator("method")
     @classmethod

@@ -58,8 +58,22 @@ class Method(nn.Module):
     def ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits, y, label_smoothing=self.ctx.label_smoothing)
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, x: torch.Tensor, y: torch.Tensor,
+                targets: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`targets`: the teacher's outputs for exactly this `x`, from a teacher cache (cacheable methods)."""
         raise NotImplementedError
+
+    cacheable: ClassVar[bool] = False
+
+    def teacher_targets(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """What a teacher cache stores for `x`: the frozen teacher's logits and per-stage vectors that
+        no trainable part has touched yet. Only cacheable methods implement it."""
+        raise NotImplementedError(f"{type(self).__name__} cannot use a teacher cache")
+
+    def cache_fingerprint(self) -> dict:
+        """Everything besides teacher weights and data that changes `teacher_targets` (stages, filters)."""
+        return {}
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """Everything the optimiser changes (student + method parts); the frozen teacher is left out."""

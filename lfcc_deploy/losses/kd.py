@@ -24,10 +24,14 @@ class KDConfig(Strict):
 
 class KD(Method):
     Config = KDConfig
+    cacheable = True
 
-    def forward(self, x, y):
+    def teacher_targets(self, x):
         with torch.no_grad():
-            t_logits = self.teacher(x)
+            return self.teacher(x), []
+
+    def forward(self, x, y, targets=None):
+        t_logits = (targets or self.teacher_targets(x))[0]
         logits = self.student(x)
         return logits, {"ce": self.cfg.ce_weight * self.ce(logits, y),
                         "kd": self.cfg.kd_weight * kd_loss(logits, t_logits, self.cfg.temperature)}

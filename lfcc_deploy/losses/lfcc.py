@@ -44,6 +44,7 @@ class LFCCConfig(Strict):
 
 class LFCC(Method):
     Config = LFCCConfig
+    cacheable = True
 
     @classmethod
     def stages(cls, student, teacher, cfg: LFCCConfig) -> tuple[list[int], list[int]]:
@@ -64,15 +65,18 @@ class LFCC(Method):
         self.s_proj = nn.ModuleList(Projector(self.bank.out_features(c), cfg.dim, cfg.projector) for c in s_ch)
         self.t_proj = nn.ModuleList(Projector(self.bank.out_features(c), cfg.dim, cfg.projector) for c in t_ch)
 
-    def teacher_features(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Frozen teacher: logits and low-pass vectors (what a teacher cache would store)."""
+    def teacher_targets(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Frozen teacher: logits and low-pass vectors before the trainable projectors (cacheable)."""
         with torch.no_grad():
             logits, maps = self.teacher.forward_stages(x, self.t_idx)
             return logits, [self.bank(m) for m in maps]
 
-    def forward(self, x, y):
+    def cache_fingerprint(self) -> dict:
+        return dict(teacher_stages=self.t_idx, grids=self.cfg.grids, filter=self.cfg.filter)
+
+    def forward(self, x, y, targets=None):
         cfg = self.cfg
-        t_logits, t_vecs = self.teacher_features(x)
+        t_logits, t_vecs = targets or self.teacher_targets(x)
         logits, maps = self.student.forward_stages(x, self.s_idx)
         contrast = sum(info_nce(sp(self.bank(m)), tp(tv), cfg.temperature, cfg.symmetric)
                        for m, tv, sp, tp in zip(maps, t_vecs, self.s_proj, self.t_proj))
