@@ -1,0 +1,33 @@
+"""`profile`."""
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from . import app
+from .common import DEVICE, SET, err, out, recipe_arg
+
+
+@app.command()
+def profile(recipe: str = typer.Argument(..., help="Recipe path or name."),
+            set_: Optional[list[str]] = SET, device: Optional[str] = DEVICE,
+            steps: int = typer.Option(20, "--steps", min=3, help="Timed rounds (median reported)."),
+            json_path: Optional[str] = typer.Option(None, "--json", help="Also write the figures as JSON.")) -> None:
+    """Step time and images/s of ce, kd, lfcc and lfcc with the teacher cache, data time apart."""
+    from ..profile import profile_recipe
+    rec, file = recipe_arg(recipe, set_)
+    res = profile_recipe(rec, file=file, device=device, steps=steps, json_path=json_path,
+                         say=lambda s: err.print(s, highlight=False))
+    t = Table(title=f"{res['recipe']}: {res['teacher']} → {res['student']} on {res['device']}, batch {res['batch_size']}")
+    for col in ("method", "step ms", "vs kd", "vs ce", "img/s (with data)"):
+        t.add_column(col)
+    m = res["methods"]
+    for name, r in m.items():
+        t.add_row(name, f"{r['step_ms']:.1f}", f"{r['step_ms'] / m['kd']['step_ms']:.3f}×",
+                  f"{r['step_ms'] / m['ce']['step_ms']:.3f}×", f"{r['images_per_s']:.0f}")
+    out.print(t)
+    out.print(f"data pipeline: {res['data_ms']:.2f} ms per batch (gather, float conversion, augmentation); "
+              f"lfcc / kd = {res['ratios']['lfcc_vs_kd']:.3f}, lfcc_cached / ce = {res['ratios']['lfcc_cached_vs_ce']:.3f}",
+              highlight=False)
