@@ -159,7 +159,12 @@ def _save(cache: TeacherCache, folder: Path) -> None:
     for name, t in arrays.items():
         np.save(tmp / f"{name}.npy", t.numpy())
     (tmp / "meta.json").write_text(json.dumps(dict(key=cache.key, format=FORMAT, stages=len(cache.feats))))
-    os.replace(tmp, folder)
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process (a data-parallel rank) renamed the same cache into place first
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (folder / "meta.json").is_file():
+            raise
 
 
 def _load(folder: Path, key: str) -> TeacherCache:

@@ -18,8 +18,9 @@ from typing import Any, Protocol
 
 import torch
 
+from . import distributed
 from .data import DataBundle, Source, stratified_subset
-from .errors import Diverged
+from .errors import BadInput, Diverged
 from .losses import Method
 from .models import Net, load_weights, param_count, save_net
 from .recipe import Augment, TrainConfig
@@ -134,6 +135,8 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 def write_metrics(run_dir: Path, phase: str, history: list[dict]) -> None:
     """metrics.jsonl = other phases' lines + this phase's history as of its checkpoint."""
+    if not distributed.is_main():  # data-parallel ranks: rank 0 writes
+        return
     path = run_dir / "metrics.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
     keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("phase") != phase]
@@ -149,24 +152,30 @@ class Trainer:
         self.run_dir, self.device = Path(run_dir), device
         self.reporter, self.ckpt_every_s = reporter, checkpoint_minutes * 60
         cfg = phase.cfg
+        self.dist = distributed.current()  # world 1 unless under torchrun
         self.subset = stratified_subset(data.train.labels, cfg.train_fraction, cfg.seed)
         self.train_src = data.train.subset(self.subset)
         self.cache = None  # a TeacherCache when [distill] teacher_cache is on (built in run())
-        self.spe = self.train_src.steps_per_epoch(cfg.batch_size, train=True)
+        self.spe = self.train_src.steps_per_epoch(cfg.batch_size, train=True, world=self.dist.world)
         self.total = cfg.epochs * self.spe
         self.method = phase.method.to(device)
         for net in (self.method.student, self.method.teacher):
             if net is not None:
                 net.place(device)
         self.net: Net = self.method.student
-        self.opt = make_optimizer(self.method, cfg)
+        self.method = distributed.wrap(self.method, cfg.sync_batchnorm, self.dist)  # world > 1: DDP (+SyncBN)
+        self.opt = make_optimizer(self.method, distributed.scale_lr(cfg, self.dist.world))
+        if self.dist.world > 1:
+            phase.extra = dict(phase.extra, world_size=self.dist.world, effective_lr=self.opt.defaults["lr"])
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg, self.spe))
         self.ckpt_path = self.run_dir / "checkpoint" / f"{phase.name}.pt"
         self.state: dict[str, Any] = dict(step=0, history=[], best_val=-1.0, best_epoch=-1, wall_s=0.0,
-                                          accum=None, done=False, result=None)
+                                          accum=None, done=False, result=None, world=self.dist.world)
 
     # --- checkpoints -------------------------------------------------------------------------
     def save_checkpoint(self) -> None:
+        if not self.dist.is_main():  # every rank holds the same weights; rank 0 writes them
+            return
         blob = dict(self.state, model=self.method.trainable_state(), optimizer=self.opt.state_dict(),
                     scheduler=self.sched.state_dict(), rng=_rng_state())
         atomic_write(self.ckpt_path, lambda tmp: torch.save(blob, tmp))
@@ -177,6 +186,12 @@ class Trainer:
         self.opt.load_state_dict(blob.pop("optimizer"))
         self.sched.load_state_dict(blob.pop("scheduler"))
         _set_rng_state(blob.pop("rng"))
+        if not blob["done"] and blob.get("world", 1) != self.dist.world:
+            raise BadInput(f"checkpoint was written by {blob.get('world', 1)} process(es), this run has "
+                           f"{self.dist.world}", file=str(self.ckpt_path),
+                           hint="resume with the same torchrun --nproc-per-node (data shards depend on it)")
+        if not self.dist.is_main():
+            blob["accum"] = None  # the saved partial-epoch counts are rank 0's; other ranks restart theirs
         self.state.update(blob)
 
     # --- loop ----------------------------------------------------------------------------------
@@ -190,6 +205,7 @@ class Trainer:
             torch.manual_seed(self.p.cfg.seed)
         write_metrics(self.run_dir, self.p.name, self.state["history"])
         self._prepare_cache()
+        self._compile()
         self.reporter.start(self.p.name, self.total, self.state["step"])
         with graceful_interrupt() as interrupt:
             while self.state["step"] < self.total:
@@ -207,11 +223,22 @@ class Trainer:
                                    dtype=cfg.cache_dtype, run_dir=self.run_dir, device=self.device,
                                    say=self.reporter.note)
 
+    def _compile(self) -> None:
+        """`compile = true`: the trained model's forward through torch.compile, in place so state_dict
+        keys (checkpoints, safetensors) do not change; a graph dynamo cannot take runs eagerly."""
+        if not getattr(self.p.cfg, "compile", False):
+            return
+        import torch._dynamo
+        torch._dynamo.config.suppress_errors = True
+        self.net.model.compile(dynamic=False)
+        self.reporter.note(f"{self.p.name}: torch.compile on (the first steps include compilation)")
+
     def _batches(self, epoch: int, start: int):
         """(x, y, cached teacher targets or None) for this epoch from step `start`. With a cache the
         student sees exactly the stored view of each image, and no teacher forward runs."""
         cfg = self.p.cfg
-        common = dict(device=self.device, train=True, seed=cfg.seed, epoch=epoch, start_step=start)
+        common = dict(device=self.device, train=True, seed=cfg.seed, epoch=epoch, start_step=start,
+                      shard=self.dist.shard)
         if self.cache is None:
             for x, y in self.train_src.batches(cfg.batch_size, augment=self.augment, **common):
                 yield x, y, None
@@ -275,19 +302,24 @@ class Trainer:
                            hint="the last good checkpoint is kept; lower the lr or set grad_clip, then --resume")
 
     def _end_epoch(self, epoch: int, acc: dict, epoch_s: float) -> None:
-        st = self.state
+        st, main = self.state, self.dist.is_main()
+        # data-parallel: the epoch's record covers every rank's shard; rank 0 validates for all
+        if self.dist.world > 1:  # same key order on every rank, so the collectives pair up
+            acc = {k: acc[k] if k in ("steps", "bad_step") else distributed.reduce_sum(acc[k]) for k in sorted(acc)}
         seen = max(1, acc["seen"].item())
-        val = accuracy(self.net, self.data.val, self.device)
+        val = self.dist.broadcast_object(accuracy(self.net, self.data.val, self.device) if main else None)
         record = dict(phase=self.p.name, epoch=epoch + 1, step=st["step"], lr=self.sched.get_last_lr()[0],
                       train_loss=acc["loss"].item() / seen, train_acc=acc["correct"].item() / seen,
                       val_acc=val, epoch_s=epoch_s, images_per_s=seen / max(epoch_s, 1e-9),
                       **{k: v.item() / seen for k, v in acc.items() if k.startswith("loss_")})
         st["history"].append(record)
         st["accum"] = None
-        save_net(self.net, self.run_dir / f"{self.p.artifact}_last.safetensors")
+        if main:
+            save_net(self.net, self.run_dir / f"{self.p.artifact}_last.safetensors")
         if val > st["best_val"]:
             st["best_val"], st["best_epoch"] = val, epoch + 1
-            save_net(self.net, self.run_dir / f"{self.p.artifact}.safetensors")
+            if main:
+                save_net(self.net, self.run_dir / f"{self.p.artifact}.safetensors")
         self.save_checkpoint()
         write_metrics(self.run_dir, self.p.name, st["history"])
         self.reporter.epoch(record)
@@ -295,6 +327,7 @@ class Trainer:
     def _finish(self) -> dict[str, Any]:
         st = self.state
         best = self.run_dir / f"{self.p.artifact}.safetensors"
+        self.dist.barrier()  # data-parallel: rank 0 has written the best weights every rank loads
         load_weights(self.net, best)
         test = self.data.test
         result = dict(phase=self.p.name, model=self.net.spec.name, params=param_count(self.net),

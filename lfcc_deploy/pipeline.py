@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .data import DataBundle, check_data, load_data
 from .engine import Phase, Reporter, Trainer, accuracy
 from .errors import BadInput
@@ -94,7 +95,9 @@ def run_dir_for(recipe: Recipe, out: str | Path | None) -> Path:
 
 
 def refuse_changes(run_dir: Path, recipe: Recipe, ignore: set[str]) -> None:
-    old = read_toml(run_dir / RECIPE_FILE)
+    path = run_dir / RECIPE_FILE
+    # validated, so keys a newer version added (at their defaults) do not count as changes
+    old = recipe_dict(validate_recipe(read_toml(path), str(path)))
     diff = [k for k in changed_keys(old, recipe_dict(recipe)) if k.split(".")[0] not in ignore]
     if diff:
         raise BadInput(f"recipe changed since this run started: {', '.join(diff[:6])}",
@@ -118,7 +121,10 @@ class Run:
         self.known_teacher = teacher_result  # accuracies of a given checkpoint, measured once by the caller
         self.run_dir = run_dir_for(recipe, out)
         self.device = resolve_device(device or recipe.device)
-        self.reporter = reporter or SilentReporter()
+        self.dist = distributed.init_from_env(self.device)  # under torchrun: join, train on cuda:LOCAL_RANK
+        self.device = self.dist.device
+        self._check_sync_batchnorm(file)
+        self.reporter = (reporter if self.dist.is_main() else None) or SilentReporter()  # rank 0 prints
         teacher_state = check_resources(recipe, file)
         continues_teacher = job == "distill" and not (resume or force) and _teacher_only_run(self.run_dir)
         self.resume, self.force = resume or continues_teacher, force
@@ -149,17 +155,30 @@ class Run:
         if note:
             self.reporter.note(note)
 
+    def _check_sync_batchnorm(self, file: str | None) -> None:
+        if self.dist.world == 1 or self.device.type == "cuda":
+            return
+        for key, cfg in (("teacher.train", self.recipe.teacher.train), ("distill", self.recipe.distill)):
+            if cfg.sync_batchnorm:
+                raise BadInput("sync_batchnorm needs CUDA (torch's SyncBatchNorm does not run on CPU)", file=file,
+                               key=f"{key}.sync_batchnorm", hint="set it to false for CPU data-parallel runs")
+
     def __enter__(self) -> "Run":
+        self.lock = None
+        distributed.on_main(self._claim)  # data-parallel: rank 0 locks and writes; its error stops every rank
+        return self
+
+    def _claim(self) -> None:
         self.lock = RunLock(self.run_dir).__enter__()
         check_run_dir(self.run_dir, resume=self.resume, force=self.force)
         if self.force:
             clear_run_dir(self.run_dir)
         if self.rewrite_recipe:
             write_text(self.run_dir / RECIPE_FILE, recipe_to_toml(self.recipe))
-        return self
 
     def __exit__(self, *exc) -> None:
-        self.lock.__exit__(*exc)
+        if self.lock is not None:
+            self.lock.__exit__(*exc)
 
     def train(self, name: str, method: str, student: Net, teacher: Net | None, cfg: TrainConfig,
               method_cfg=None) -> dict[str, Any]:
@@ -198,8 +217,9 @@ class Run:
                                  test=len(d.test) if d.test is not None else 0, classes=d.class_names),
                        **self.results, wall_s=time.perf_counter() - self.started,
                        manifest=manifest(recipe_hash(self.recipe), self.device))
-        write_json(self.run_dir / SUMMARY_FILE, summary)
-        plot_curves(self.run_dir)
+        if self.dist.is_main():  # data-parallel: one writer
+            write_json(self.run_dir / SUMMARY_FILE, summary)
+            plot_curves(self.run_dir)
         return summary
 
 

@@ -57,6 +57,11 @@ class TrainConfig(Strict):
     seed: int = 0
     train_fraction: float = Field(1.0, gt=0, le=1, description="stratified seeded share of train")
     log_every: int = Field(20, gt=0, description="steps between progress updates (host syncs)")
+    compile: bool = Field(False, description="torch.compile the trained model (slow first steps; falls back to eager)")
+    sync_batchnorm: bool = Field(False, description="torchrun, CUDA: BatchNorm statistics over the global batch")
+    lr_scaling: Literal["none", "linear", "sqrt"] = Field(
+        "linear", description="torchrun: effective lr = lr × world_size (linear) or × √world_size (sqrt); "
+                              "batch_size is per process")
 
 
 class ModelConfig(Strict):

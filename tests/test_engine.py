@@ -192,3 +192,33 @@ def test_model_that_cannot_run_at_the_input_size_is_bad_input(tmp_path, cli):
     (tmp_path / "file").write_text("x")
     res = cli("distill", tmp_path / "r.toml", "--out", tmp_path / "file")
     assert res.code == 2 and "not a directory" in res.err
+
+
+def test_compile_option_compiles_the_trained_model_in_place(tmp_path, cli, monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: calls.append((type(self).__name__, kw)))
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(tiny_recipe_text(epochs=1))
+    res = cli("distill", recipe, "--out", tmp_path / "run", "--quiet", "--set", "distill.compile=true")
+    assert res.code == 0, res.err
+    assert calls == [("ResNet", {"dynamic": False})] and "torch.compile on" in res.err
+
+
+def test_resume_accepts_a_recipe_written_before_new_keys_existed(tmp_path, cli):
+    """A run directory from an older version lacks keys added since; at their defaults they are no change."""
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(tiny_recipe_text(epochs=1))
+    assert cli("distill", recipe, "--out", tmp_path / "run", "--quiet").code == 0
+    saved = tmp_path / "run" / "recipe.toml"
+    text = saved.read_text()
+    import tomllib
+    import tomli_w
+    old = tomllib.loads(text)
+    for key in ("teacher_cache", "cache_views", "cache_dtype", "compile", "lr_scaling", "sync_batchnorm"):
+        old["distill"].pop(key, None)
+    old.pop("gates", None)
+    saved.write_text(tomli_w.dumps(old))
+    res = cli("distill", recipe, "--out", tmp_path / "run", "--resume", "--quiet")
+    assert res.code == 0, res.err
+    changed = cli("distill", recipe, "--out", tmp_path / "run", "--resume", "--quiet", "--set", "distill.lr=0.1")
+    assert changed.code == 2 and "distill.lr" in changed.err

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .. import pipeline
+from .. import distributed, pipeline
 from . import app
 from .common import DEVICE, FORCE, OUT, QUIET, RESUME, SET, err, out, recipe_arg
 from .progress import _pct, reporting, results_table
@@ -17,6 +17,8 @@ def _train(job, recipe: str, overrides, out_dir, resume, force, device, quiet) -
     rec, file = recipe_arg(recipe, overrides)
     with reporting(err, quiet) as rep:
         summary = job(rec, file=file, out=out_dir, resume=resume, force=force, device=device, reporter=rep)
+    if not distributed.is_main():  # torchrun: rank 0 prints the results
+        return summary
     out.print(results_table(summary, f"{rec.name} — {summary['data']['name']} on {summary['device']}"))
     warn_weak_teacher(summary)
     out.print(f"run directory: {summary['run_dir']}   total time: {time.perf_counter() - started:.1f} s",

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import distributed
 from ..errors import BadInput
 from ..models import Net
 
@@ -144,7 +145,18 @@ def info_nce(s: torch.Tensor, t: torch.Tensor, temperature: float, symmetric: bo
 
     `s`, `t`: B×d, L2-normalised. Logits s·tᵀ/τ; the positive is the diagonal. Symmetric averages
     the student->teacher and teacher->student directions.
+
+    Data-parallel (torchrun): every rank's rows are gathered, with gradient, so the negatives are
+    the global batch; local row i is positive with global column rank·B + i. The mean of the ranks'
+    losses is the single-process loss over the concatenated batch.
     """
+    d = distributed.current()
+    if d.world > 1:
+        target = torch.arange(len(s), device=s.device) + d.rank * len(s)
+        loss = F.cross_entropy(s @ distributed.gather_with_grad(t).t() / temperature, target)
+        if not symmetric:
+            return loss
+        return 0.5 * (loss + F.cross_entropy(t @ distributed.gather_with_grad(s).t() / temperature, target))
     logits = s @ t.t() / temperature
     target = torch.arange(len(s), device=s.device)
     loss = F.cross_entropy(logits, target)

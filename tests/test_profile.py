@@ -1,0 +1,31 @@
+"""`profile`: every method timed on the recipe's pair, the cached step really skips the teacher."""
+from __future__ import annotations
+
+import json
+
+from conftest import tiny_recipe_text
+
+import lfcc_deploy.losses.lfcc as lfcc_mod
+
+
+def test_profile_prints_and_writes_all_methods(tmp_path, cli, monkeypatch):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(tiny_recipe_text())
+    calls = {"teacher": 0}
+    original = lfcc_mod.LFCC.teacher_targets
+
+    def counting(self, x):
+        calls["teacher"] += 1
+        return original(self, x)
+    monkeypatch.setattr(lfcc_mod.LFCC, "teacher_targets", counting)
+    res = cli("profile", recipe, "--steps", "3", "--json", tmp_path / "p.json", "--set", "distill.lfcc.grids=[1,2]")
+    assert res.code == 0, res.err
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert set(data["methods"]) == {"ce", "kd", "lfcc", "lfcc_cached"} and data["device"] == "cpu"
+    m = data["methods"]
+    assert all(r["step_ms"] > 0 and r["images_per_s"] > 0 for r in m.values())
+    assert data["ratios"]["lfcc_vs_kd"] == round(m["lfcc"]["step_ms"] / m["kd"]["step_ms"], 3)
+    # live lfcc calls the teacher on every step (3 warm-up + 3 timed = 6); the cached variant only while
+    # its one-view cache is built (probe warm-up, probe, one batch = 3), never in its timed steps
+    assert calls["teacher"] == 9
+    assert "lfcc_cached" in res.out and "data pipeline" in res.out
