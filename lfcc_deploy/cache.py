@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import distributed
 from .data import Source, _generator, apply_augment, augment_params
 from .errors import BadInput
 from .losses import Method
@@ -107,6 +108,14 @@ def prepare_cache(method: Method, source: Source, subset: torch.Tensor, identity
                        hint="use method kd or lfcc, or teacher_cache = \"off\"")
     key = cache_key(method, identity, subset, aug, views, seed, dtype)
     folder = run_dir / "cache" / f"teacher-{key}"
+    if mode == "disk" and distributed.current().world > 1:  # rank 0 builds and writes, every rank maps it
+        distributed.on_main(lambda: _build_or_reuse(method, source, aug, mode, views, seed, dtype, run_dir,
+                                                    device, batch, key, folder, say))
+        return _load(folder, key)
+    return _build_or_reuse(method, source, aug, mode, views, seed, dtype, run_dir, device, batch, key, folder, say)
+
+
+def _build_or_reuse(method, source, aug, mode, views, seed, dtype, run_dir, device, batch, key, folder, say):
     if mode == "disk" and (folder / "meta.json").is_file():
         say(f"teacher cache: reusing {folder} (key {key})")
         return _load(folder, key)
