@@ -161,8 +161,9 @@ def _build(method: Method, source: Source, aug: Augment, views: int, seed: int, 
 
 def _save(cache: TeacherCache, folder: Path) -> None:
     """numpy files in a temp folder renamed into place: a killed build leaves no half cache."""
+    for stale in folder.parent.glob(folder.name + ".tmp-*"):  # left by a build that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     arrays = {"params": cache.params, "logits": cache.logits, **{f"feat{i}": f for i, f in enumerate(cache.feats)}}
     for name, t in arrays.items():
