@@ -69,7 +69,7 @@ def _teacher(base: Recipe, file: str, out: Path, teacher_dir: str | None, device
 
 def compare(base: Recipe, *, file: str, methods: list[str], seeds: int, variants: list[str],
             teacher_dir: str | None = None, out: str | Path | None = None, device: str | None = None,
-            reporter=None) -> dict[str, Any]:
+            reporter=None, step_rounds: int = 40) -> dict[str, Any]:
     for m in methods:
         METHODS.get(m, key="--methods")
     rows = [Row(m, m) for m in methods] + [parse_variant(v) for v in variants]
@@ -104,7 +104,7 @@ def compare(base: Recipe, *, file: str, methods: list[str], seeds: int, variants
     if reporter:
         reporter.note("compare: timing one training step of every row, interleaved on one batch")
     bench = method_steps({r.label: row_recipe(base, r, 0, ckpt, file) for r in rows}, ckpt, file=file,
-                         device=device)
+                         device=device, rounds=step_rounds)
     for r in results:
         r["step_ms_bench"] = bench[r["label"]]
     table = _finish_table(base, teacher, results)

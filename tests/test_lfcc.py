@@ -140,3 +140,14 @@ def test_lfcc_default_stages_and_bad_indexes():
     assert "distill.lfcc.student_stages" in err.value.line()
     with pytest.raises(BadInput):
         LFCC.check(student, teacher, LFCCConfig(student_stages=[0, 1], teacher_stages=[1]))
+
+
+def test_folded_bank_spans_the_full_bank():
+    """With average pooling the 1×1 and 2×2 grids are linear in the 4×4 cells, so a projector on the
+    folded bank (4×4 only) reaches every function a projector on the full bank does."""
+    from lfcc_deploy.losses.blocks import LowPassBank
+    x = torch.randn(400, 3, 8, 8, dtype=torch.float64)
+    full, fine = LowPassBank([1, 2, 4])(x).double(), LowPassBank([4])(x).double()
+    assert full.shape[1] == 3 * 21 and fine.shape[1] == 3 * 16
+    solution = torch.linalg.lstsq(fine, full).solution  # full = fine @ A exactly
+    assert torch.allclose(fine @ solution, full, atol=1e-5)  # the bank computes in float32

@@ -19,11 +19,13 @@ def compare(recipe: str = typer.Argument(..., help="Recipe path or name."),
                                                         help="An extra ablation row with recipe overrides."),
             teacher: Optional[str] = typer.Option(None, "--teacher", help="Reuse RUN_DIR/teacher.safetensors."),
             out_dir: Optional[str] = typer.Option(None, "--out", help="Default runs/<recipe name>-compare."),
-            set_: Optional[list[str]] = SET, device: Optional[str] = DEVICE, quiet: bool = QUIET) -> None:
+            set_: Optional[list[str]] = SET, device: Optional[str] = DEVICE, quiet: bool = QUIET,
+            step_rounds: int = typer.Option(40, "--step-rounds", min=3,
+                                            help="Interleaved rounds of the step-time benchmark (median).")) -> None:
     """Train the teacher once, then every method × seed; write compare.md, compare.json, compare.png."""
     rec, file = recipe_arg(recipe, set_)
     with reporting(err, quiet) as rep:
         table = cmp.compare(rec, file=file, methods=[m.strip() for m in methods.split(",") if m.strip()],
                             seeds=seeds, variants=variant or [], teacher_dir=teacher, out=out_dir, device=device,
-                            reporter=rep)
+                            reporter=rep, step_rounds=step_rounds)
     out.print(cmp.markdown(table), highlight=False, markup=False)
