@@ -65,7 +65,7 @@ def _teacher_hash(method: Method) -> str:
     h = hashlib.sha256()
     for k, v in sorted(method.teacher.model.state_dict().items()):
         h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())  # 0-d too
     return h.hexdigest()
 
 

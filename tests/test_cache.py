@@ -111,3 +111,12 @@ def test_distill_with_cache_end_to_end_and_refused_for_uncacheable(setup, cli, t
         res = cli("distill", recipe, "--out", tmp_path / method, "--quiet", "--set", f"distill.method={method}",
                   "--set", "distill.teacher_cache=memory")
         assert res.code == 2 and "distill.teacher_cache" in res.err and not (tmp_path / method).exists()
+
+
+def test_teacher_hash_covers_batchnorm_buffers():
+    """CNN teachers carry 0-d integer buffers (num_batches_tracked) and running statistics."""
+    from types import SimpleNamespace
+    bn = torch.nn.Sequential(torch.nn.Conv2d(1, 3, 3), torch.nn.BatchNorm2d(3))
+    first = cache_mod._teacher_hash(SimpleNamespace(teacher=SimpleNamespace(model=bn)))
+    bn[1].running_mean += 1
+    assert cache_mod._teacher_hash(SimpleNamespace(teacher=SimpleNamespace(model=bn))) != first
