@@ -253,3 +253,14 @@ def test_predict_static_batch_model_and_directory(trained_run, cli, tmp_path):
     res = cli("predict", trained_run / "export" / "student.onnx", tmp_path)
     assert res.code == 2 and "directory" in res.err
     assert cli("export", trained_run).code == 0
+
+
+def test_int8_of_a_transformer_leaves_the_working_directory_clean(tmp_path, cli, monkeypatch):
+    run = run_dir_with(tmp_path, "swin_tiny_patch4_window7_224", FAMILIES["swin"][1])
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    res = cli("export", run, "--int8", "--set", "export.parity_images=64", "--set", "export.speed_seconds=0.1",
+              "--set", "export.int8.max_accuracy_drop=1", "--set", "export.int8.min_agreement=0")
+    assert res.code == 0, res.err
+    assert list(work.iterdir()) == []

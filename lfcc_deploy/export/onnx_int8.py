@@ -8,6 +8,7 @@ one within tolerance ships, and its choice and speed ratio are written into its 
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import tempfile
 import time
@@ -78,13 +79,16 @@ def _settings(candidate: str):
 def _prepared(fp32_path: Path, tmp: Path) -> Path:
     """onnxruntime's recommended pre-pass (shape inference, fusions); the raw graph when it cannot run."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
-    out = tmp / "pre.onnx"
-    for symbolic in (True, False):
-        try:
-            quant_pre_process(str(fp32_path), str(out), skip_symbolic_shape=not symbolic)
-            return out
-        except Exception:  # symbolic shape inference fails on some transformer graphs
-            continue
+    source, out = Path(fp32_path).resolve(), tmp / "pre.onnx"
+    # when symbolic inference fails onnxruntime dumps sym_shape_infer_temp.onnx and its weights into
+    # the working directory: run it inside the temp folder so nothing lands in the user's tree
+    with contextlib.chdir(tmp):
+        for symbolic in (True, False):
+            try:
+                quant_pre_process(str(source), str(out), skip_symbolic_shape=not symbolic)
+                return out
+            except Exception:  # symbolic shape inference fails on some transformer graphs
+                continue
     return fp32_path
 
 
