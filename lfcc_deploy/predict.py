@@ -15,7 +15,7 @@ import torch
 
 from .errors import BadInput
 from .export.common import ort_session, preprocess_of, read_metadata
-from .preprocess import Preprocess, read_images
+from .preprocess import Preprocess, pad_batch, read_images
 
 
 def _fixed_batch(run: Callable[[torch.Tensor], np.ndarray], batch: int) -> Callable[[torch.Tensor], np.ndarray]:
@@ -23,8 +23,7 @@ def _fixed_batch(run: Callable[[torch.Tensor], np.ndarray], batch: int) -> Calla
     def chunked(x: torch.Tensor) -> np.ndarray:
         out = []
         for part in x.split(batch):
-            pad = part[:1].expand(batch - len(part), *part.shape[1:])
-            out.append(np.asarray(run(torch.cat([part, pad])))[: len(part)])
+            out.append(np.asarray(run(pad_batch(part, batch)))[: len(part)])
         return np.concatenate(out)
     return chunked
 

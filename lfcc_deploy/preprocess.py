@@ -87,6 +87,11 @@ class Preprocess:
         return cls(spec.img_size, spec.in_chans, tuple(spec.mean), tuple(spec.std))
 
 
+def pad_batch(x: Tensor, rows: int) -> Tensor:
+    """`x` topped up to `rows` by repeating its first image: what a static-batch graph must be fed."""
+    return torch.cat([x, x[:1].expand(rows - len(x), *x.shape[1:])]) if len(x) < rows else x
+
+
 def read_image(path: Path, channels: int) -> Tensor:
     """An image file as uint8 1×C×S×S: decoded to gray or RGB, centre-cropped to a square."""
     from PIL import Image, UnidentifiedImageError

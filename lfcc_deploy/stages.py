@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .bench.run import BenchConfig, bench_run
+from .export.common import ONNX_SUFFIX
 from .export.run import EXPORT_DIR, PARITY_FILE, export_run
 from .gate import run_gate
-from .pipeline import IGNORED_ON_RESUME, distill, refuse_changes, run_dir_for
+from .pipeline import IGNORED_ON_RESUME, distill, refuse_changes, resolve_device, run_dir_for
 from .recipe import Recipe
 from .rundir import RECIPE_FILE, SUMMARY_FILE, read_json
 
@@ -30,9 +31,8 @@ def _exported(run_dir: Path, model: str, precisions: list[str]) -> bool:
     if not parity_path.is_file():
         return False
     entries = read_json(parity_path).get(model, {}).get("precisions", {})
-    files = {"fp32": ".onnx", "fp16": ".fp16.onnx", "int8": ".int8.onnx"}
     for p in precisions:
-        path = run_dir / EXPORT_DIR / f"{model}{files[p]}"
+        path = run_dir / EXPORT_DIR / f"{model}{ONNX_SUFFIX[p]}"
         if not (entries.get(p, {}).get("passed") and path.is_file()
                 and path.stat().st_mtime >= weights.stat().st_mtime):
             return False
@@ -63,12 +63,8 @@ def run_pipeline(recipe: Recipe, *, file: str, out: str | None = None, force: bo
         results[f"export_{model}"] = export_run(run_dir, model=model, int8=int8, fp16=fp16, trt=cfg.trt, say=say,
                                                config=cfg)
     bench = bench or BenchConfig()
-    bench.device = device if device in ("cpu", "cuda") else ("cuda" if _cuda(recipe) else "cpu")
+    bench.device = resolve_device(device or recipe.device).type
     results["bench"] = bench_run(run_dir, bench, say=say)
     results["gate"] = run_gate(run_dir, thresholds=recipe.gates, baseline=baseline, say=say)
     return results
 
-
-def _cuda(recipe: Recipe) -> bool:
-    import torch
-    return recipe.device == "cuda" or (recipe.device == "auto" and torch.cuda.is_available())

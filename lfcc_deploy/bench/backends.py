@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from ..export.common import ONNX_SUFFIX
 from ..registry import Registry
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -50,8 +51,7 @@ BACKENDS: Registry[Backend] = Registry("backend")
 
 def onnx_file(run_dir: Path, model: str, precision: str) -> tuple[Path | None, str]:
     """export/<model>.onnx, .fp16.onnx or .int8.onnx, with the command that makes a missing one."""
-    suffix = {"fp32": ".onnx", "fp16": ".fp16.onnx", "int8": ".int8.onnx"}[precision]
-    path = run_dir / "export" / f"{model}{suffix}"
+    path = run_dir / "export" / f"{model}{ONNX_SUFFIX[precision]}"
     if path.is_file():
         return path, ""
     flag = {"fp32": "", "fp16": " --fp16", "int8": " --int8"}[precision]

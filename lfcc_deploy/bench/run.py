@@ -17,7 +17,7 @@ from ..errors import BadInput
 from ..export.run import run_recipe
 from ..models import read_state
 from ..pipeline import resolve_device
-from ..preprocess import Preprocess
+from ..preprocess import Preprocess, pad_batch
 from .backends import BACKENDS, PRECISIONS, Runner, register_all
 from .report import derive, write_report
 from .timing import LatencyStats, TimingConfig, environment, set_cpu_threads, time_cpu, time_cuda
@@ -83,8 +83,8 @@ def accuracy(runner: Runner, pre: Preprocess, images: Images) -> float:
     for i in range(0, len(images.u8), step):
         u8 = images.u8[i: i + step]
         n = len(u8)
-        if runner.static_batch and n < step:
-            u8 = torch.cat([u8, u8[:1].expand(step - n, *u8.shape[1:])])
+        if runner.static_batch:
+            u8 = pad_batch(u8, step)
         logits = runner.run(pre(u8.to(runner.device)))[:n]
         correct += int((logits.float().argmax(1).cpu() == images.labels[i: i + n]).sum())
     return correct / len(images.u8)

@@ -22,6 +22,7 @@ from ..errors import BadInput, MissingDependency
 from ..preprocess import Preprocess
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
+ONNX_SUFFIX = {"fp32": ".onnx", "fp16": ".fp16.onnx", "int8": ".int8.onnx"}  # export/<model><suffix>
 ONNX_HINT = 'pip install "lfcc-deploy" (onnx, onnxruntime and onnxscript are dependencies)'
 
 

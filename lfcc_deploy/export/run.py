@@ -21,7 +21,7 @@ from ..models import Net, load_net
 from ..preprocess import Preprocess
 from ..recipe import Recipe, apply_overrides, read_toml, validate_recipe
 from ..rundir import RECIPE_FILE, RunLock, atomic_write, read_json, write_json
-from .common import ExportResult, batch_list, ort_session, require, run_session, stack_inputs
+from .common import ONNX_SUFFIX, ExportResult, batch_list, ort_session, require, run_session, stack_inputs
 from .config import ExportConfig
 from .parity import measure, verdict
 
@@ -142,7 +142,7 @@ def export_fp16(job: Exporter, fp32: Path) -> tuple[ExportResult | None, dict[st
     entry = job.judge(run_session(ort_session(proto.SerializeToString()), job.inputs()), "fp16")
     if not entry["passed"]:
         return None, entry
-    path = job.path(".fp16.onnx")
+    path = job.path(ONNX_SUFFIX["fp16"])
     _write_onnx(proto, path)
     return ExportResult("onnx-fp16", "fp16", str(path), time.perf_counter() - started, path.stat().st_size,
                         exporter="onnxruntime.transformers.float16"), entry
@@ -155,7 +155,7 @@ def export_int8(job: Exporter, fp32: Path) -> tuple[ExportResult | None, dict[st
     calib = batch_list(job.calib_x, job.cfg.calibration_batch if job.cfg.dynamic_batch else job.cfg.static_batch)
     if not job.cfg.dynamic_batch:
         calib = [b for b in calib if len(b) == job.cfg.static_batch] or calib[:1]
-    result, rows = quantize_best(fp32, job.path(".int8.onnx"), job.cfg, calib, job.inputs(), job.labels,
+    result, rows = quantize_best(fp32, job.path(ONNX_SUFFIX["int8"]), job.cfg, calib, job.inputs(), job.labels,
                                  job.reference, job.cfg.int8)
     chosen = result.details["int8_config"] if result else None
     entry = next((r for r in rows if r["candidate"] == chosen), None) or min(rows, key=lambda r: r["accuracy_drop"])
@@ -213,7 +213,8 @@ def export_run(run_dir: str | Path, *, model: str = "student", onnx: bool = True
     fp32 = run_dir / EXPORT_DIR / f"{model}.onnx"
     if not onnx and not fp32.is_file():
         raise BadInput(f"--no-onnx needs an existing {fp32}", hint="drop --no-onnx to export it now")
-    require("onnx"), require("onnxruntime")
+    for package in ("onnx", "onnxruntime"):
+        require(package)
     job = Exporter(run_dir, recipe, file, model, say)
     results: list[ExportResult] = []
     parity: dict[str, Any] = {}
@@ -253,7 +254,7 @@ def raise_if_failed(summary: dict[str, Any]) -> None:
 
 
 def _derived(job: Exporter) -> list[Path]:
-    return [job.path(s) for s in (".fp16.onnx", ".int8.onnx", ".engine")]
+    return [job.path(s) for s in (ONNX_SUFFIX["fp16"], ONNX_SUFFIX["int8"], ".engine")]
 
 
 def _trt_precision(int8: bool, fp16: bool) -> str:
