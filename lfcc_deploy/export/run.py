@@ -18,7 +18,7 @@ from .. import __version__
 from ..data import load_data, stratified_subset
 from ..errors import BadInput, CheckFailed
 from ..models import Net, load_net
-from ..preprocess import Preprocess
+from ..preprocess import Preprocess, pad_batch
 from ..recipe import Recipe, apply_overrides, read_toml, validate_recipe
 from ..rundir import RECIPE_FILE, RunLock, atomic_write, read_json, write_json
 from .common import ONNX_SUFFIX, ExportResult, batch_list, ort_session, require, run_session, stack_inputs
@@ -57,8 +57,9 @@ class Exporter:
         self.split = "test" if data.test is not None else "val"
         x, y = stack_inputs(data.test if data.test is not None else data.val, self.pre, self.cfg.parity_images)
         if not self.cfg.dynamic_batch:  # a static graph takes whole batches only
-            keep = max(self.cfg.static_batch, len(y) // self.cfg.static_batch * self.cfg.static_batch)
-            x, y = x.repeat(-(-keep // len(y)), 1, 1, 1)[:keep], y.repeat(-(-keep // len(y)))[:keep]
+            b = self.cfg.static_batch
+            keep = len(y) // b * b
+            x, y = (x[:keep], y[:keep]) if keep else (pad_batch(x, b), pad_batch(y, b))
         self.x, self.labels = x, y.numpy()
         with torch.no_grad():
             self.reference = torch.cat([self.net.model(b) for b in x.split(256)]).numpy()
