@@ -1,12 +1,13 @@
 """Options shared by commands, and loading a recipe with its `--set` overrides."""
 from __future__ import annotations
 
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
 
-from ..recipe import Recipe, find_recipe, load_recipe
+if TYPE_CHECKING:
+    from ..recipe import Recipe
 
 out = Console()                 # results and tables
 err = Console(stderr=True)      # progress and logs, so stdout stays clean for piping
@@ -24,6 +25,7 @@ DEVICE = typer.Option(None, "--device", help="auto | cpu | cuda (default: the re
 QUIET = typer.Option(False, "--quiet", "-q", help="Plain log lines instead of a progress bar.")
 
 
-def recipe_arg(recipe: str, overrides: Optional[list[str]]) -> tuple[Recipe, str]:
+def recipe_arg(recipe: str, overrides: Optional[list[str]]) -> tuple["Recipe", str]:
+    from ..recipe import find_recipe, load_recipe  # pydantic models of every method: torch
     path = find_recipe(recipe)
     return load_recipe(path, overrides or []), str(path)

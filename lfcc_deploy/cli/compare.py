@@ -5,7 +5,6 @@ from typing import Optional
 
 import typer
 
-from .. import compare as cmp
 from . import app
 from .common import DEVICE, QUIET, SET, err, out, recipe_arg
 from .progress import reporting
@@ -23,6 +22,7 @@ def compare(recipe: str = typer.Argument(..., help="Recipe path or name."),
             step_rounds: int = typer.Option(40, "--step-rounds", min=3,
                                             help="Interleaved rounds of the step-time benchmark (median).")) -> None:
     """Train the teacher once, then every method × seed; write compare.md, compare.json, compare.png."""
+    from .. import compare as cmp
     rec, file = recipe_arg(recipe, set_)
     with reporting(err, quiet) as rep:
         table = cmp.compare(rec, file=file, methods=[m.strip() for m in methods.split(",") if m.strip()],

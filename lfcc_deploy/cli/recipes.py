@@ -6,18 +6,18 @@ from typing import Optional
 
 import typer
 
-from .. import pipeline
-from ..recipe import Recipe, list_recipes, read_toml, recipe_to_toml
-from . import app
+from . import HELP_SETTINGS, app
 from .common import SET, out, recipe_arg
 
-recipes_app = typer.Typer(help="List, show, validate and describe recipes.", no_args_is_help=True)
+recipes_app = typer.Typer(help="List, show, validate and describe recipes.", no_args_is_help=True,
+                          **HELP_SETTINGS)
 app.add_typer(recipes_app, name="recipes")
 
 
 @recipes_app.command("list")
 def list_() -> None:
     """Recipes shipped in ./recipes and beside the package."""
+    from ..recipe import list_recipes, read_toml
     for path in list_recipes():
         desc = read_toml(path).get("description", "")
         out.print(f"{path.stem:<36} {desc}", highlight=False)
@@ -26,6 +26,7 @@ def list_() -> None:
 @recipes_app.command()
 def show(recipe: str, set_: Optional[list[str]] = SET) -> None:
     """The resolved recipe: every key with its default filled in, as TOML."""
+    from ..recipe import recipe_to_toml
     rec, _ = recipe_arg(recipe, set_)
     out.print(recipe_to_toml(rec), highlight=False, markup=False)
 
@@ -33,6 +34,7 @@ def show(recipe: str, set_: Optional[list[str]] = SET) -> None:
 @recipes_app.command()
 def schema() -> None:
     """JSON schema of recipes, generated from the pydantic models."""
+    from ..recipe import Recipe
     out.print_json(json.dumps(Recipe.model_json_schema()))
 
 
@@ -43,5 +45,6 @@ def check(recipe: str, resources: bool = typer.Option(False, "--resources",
     """Validate a recipe (schema only unless --resources)."""
     rec, file = recipe_arg(recipe, set_)
     if resources:
-        pipeline.check_resources(rec, file)
+        from ..pipeline import check_resources
+        check_resources(rec, file)
     out.print(f"{file}: ok ({'schema and resources' if resources else 'schema'})", highlight=False)

@@ -6,17 +6,17 @@ from typing import Optional
 
 import typer
 
-from .. import distributed, pipeline
 from . import app
 from .common import DEVICE, FORCE, OUT, QUIET, RESUME, SET, err, out, recipe_arg
 from .progress import _pct, reporting, results_table
 
 
-def _train(job, recipe: str, overrides, out_dir, resume, force, device, quiet) -> dict:
+def _train(job: str, recipe: str, overrides, out_dir, resume, force, device, quiet) -> dict:
+    from .. import distributed, pipeline
     started = time.perf_counter()
     rec, file = recipe_arg(recipe, overrides)
     with reporting(err, quiet) as rep:
-        summary = job(rec, file=file, out=out_dir, resume=resume, force=force, device=device, reporter=rep)
+        summary = getattr(pipeline, job)(rec, file=file, out=out_dir, resume=resume, force=force, device=device, reporter=rep)
     if not distributed.is_main():  # torchrun: rank 0 prints the results
         return summary
     out.print(results_table(summary, f"{rec.name} — {summary['data']['name']} on {summary['device']}"))
@@ -43,7 +43,7 @@ def train_teacher(recipe: str = typer.Argument(..., help="Recipe path or name.")
                   set_: Optional[list[str]] = SET, out_dir: Optional[str] = OUT, resume: bool = RESUME,
                   force: bool = FORCE, device: Optional[str] = DEVICE, quiet: bool = QUIET) -> None:
     """Train the recipe's teacher into the run directory (teacher.safetensors)."""
-    _train(pipeline.train_teacher, recipe, set_, out_dir, resume, force, device, quiet)
+    _train("train_teacher", recipe, set_, out_dir, resume, force, device, quiet)
 
 
 @app.command()
@@ -51,13 +51,14 @@ def distill(recipe: str = typer.Argument(..., help="Recipe path or name."),
             set_: Optional[list[str]] = SET, out_dir: Optional[str] = OUT, resume: bool = RESUME,
             force: bool = FORCE, device: Optional[str] = DEVICE, quiet: bool = QUIET) -> None:
     """Distil the recipe's student from its teacher (training the teacher first if needed)."""
-    _train(pipeline.distill, recipe, set_, out_dir, resume, force, device, quiet)
+    _train("distill", recipe, set_, out_dir, resume, force, device, quiet)
 
 
 @app.command("eval")
 def evaluate(run_dir: str = typer.Argument(..., help="A run directory."),
              device: str = typer.Option("auto", "--device", help="auto | cpu | cuda")) -> None:
     """Accuracy of every model in a run directory on its validation and test splits."""
+    from .. import pipeline
     res = pipeline.evaluate(run_dir, device=device)
     from rich.table import Table
     table = Table(title=f"evaluation of {run_dir}")
