@@ -23,7 +23,7 @@ from .models import (ModelSpec, Net, build_net, check_model_name, default_normal
 from .plots import plot_curves
 from .recipe import (ModelConfig, Recipe, TrainConfig, changed_keys, read_toml, recipe_dict, recipe_hash,
                      recipe_to_toml, validate_recipe)
-from .rundir import (RECIPE_FILE, SUMMARY_FILE, RunLock, check_run_dir, clear_run_dir, read_json, write_json,
+from .rundir import (RECIPE_FILE, RUNS_DIR, SUMMARY_FILE, RunLock, check_run_dir, clear_run_dir, read_json, write_json,
                      write_text)
 IGNORED_ON_RESUME = {"device", "description", "export", "gates"}  # not training keys
 
@@ -91,7 +91,7 @@ def make_method(name: str, student: Net, teacher: Net | None, cfg: TrainConfig, 
 
 
 def run_dir_for(recipe: Recipe, out: str | Path | None) -> Path:
-    return Path(out) if out else Path("runs") / recipe.name
+    return Path(out) if out else RUNS_DIR / recipe.name
 
 
 def refuse_changes(run_dir: Path, recipe: Recipe, ignore: set[str]) -> None:
@@ -243,14 +243,14 @@ def distill(recipe: Recipe, **kw) -> dict[str, Any]:
         return run.summary()
 
 
-def evaluate(run_dir: str | Path, *, device: str = "auto") -> dict[str, Any]:
-    """Accuracy of every model a run directory holds, on validation and test splits."""
+def evaluate(run_dir: str | Path, *, device: str | None = None) -> dict[str, Any]:
+    """Accuracy of every model a run directory holds, on validation and test splits (`device`: the recipe's)."""
     run_dir = Path(run_dir)
     recipe_path = run_dir / RECIPE_FILE
     if not recipe_path.is_file():
         raise BadInput("not a run directory (no recipe.toml)", file=str(run_dir))
     recipe = validate_recipe(read_toml(recipe_path), str(recipe_path))
-    dev = resolve_device(device)
+    dev = resolve_device(device or recipe.device)
     data = load_data(recipe.data, file=str(recipe_path))
     out: dict[str, Any] = {}
     for name in ("teacher", "ce_reference", "student"):

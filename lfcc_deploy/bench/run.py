@@ -30,7 +30,7 @@ MODES = ("compute", "e2e")
 class BenchConfig:
     backends: list[str] | None = None       # None: every registered backend
     precisions: list[str] | None = None     # None: whatever the run directory has artifacts for
-    device: str = "cpu"
+    device: str | None = None               # None: the run's recipe's `device` (auto: cuda when there is one)
     batches: list[int] | None = None        # None: 1, 32 on cpu; 1, 32, 256 on cuda
     models: list[str] = field(default_factory=lambda: list(MODELS))
     timing: TimingConfig = field(default_factory=TimingConfig)
@@ -113,6 +113,7 @@ def _row(**kw) -> dict[str, Any]:
 def bench_run(run_dir: str | Path, cfg: BenchConfig, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
     """Measure every requested row, write report.json / report.md / report.png, return the report."""
     run_dir = Path(run_dir)
+    cfg.device = resolve_device(cfg.device or run_recipe(run_dir, [])[0].device).type
     cfg.check()
     images = Images(run_dir, cfg.accuracy_images)
     threads = set_cpu_threads(cfg.threads) if cfg.device == "cpu" else (cfg.threads or torch.get_num_threads())

@@ -7,7 +7,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import SET, err, out
+from .common import DEVICE, RUN_RECIPE, SET, err, find_run, out, run_arg
 from .progress import _pct
 
 
@@ -25,11 +25,11 @@ def _csv(value: Optional[str], cast=str) -> Optional[list]:
 
 
 @app.command()
-def bench(run_dir: str = typer.Argument(..., help="A run directory (after `export`)."),
+def bench(run_dir: Optional[str] = run_arg(" (after `export`)"), recipe: Optional[str] = RUN_RECIPE,
           backends: Optional[str] = typer.Option(None, "--backends", help="e.g. torch,onnxruntime (default: all)."),
           precisions: Optional[str] = typer.Option(None, "--precisions",
                                                    help="fp32,int8,fp16 (default: what the run has)."),
-          device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+          device: Optional[str] = DEVICE,
           batch: Optional[str] = typer.Option(None, "--batch", help="e.g. 1,32 (default 1,32 cpu; 1,32,256 cuda)."),
           model: str = typer.Option("both", "--model", help="student | teacher | both"),
           warmup_ms: float = typer.Option(200.0, "--warmup-ms", min=0),
@@ -41,6 +41,7 @@ def bench(run_dir: str = typer.Argument(..., help="A run directory (after `expor
     """Latency (p50/p90/p95/p99, CoV), throughput and accuracy of every backend; writes report.json/.md/.png."""
     from ..bench.run import BenchConfig, bench_run
     from ..bench.timing import TimingConfig
+    run_dir = find_run(run_dir, recipe)
     cfg = BenchConfig(backends=_csv(backends), precisions=_csv(precisions), device=device, batches=_csv(batch, int),
                       models=["student", "teacher"] if model == "both" else [model], mode=mode, threads=threads,
                       timing=TimingConfig(warmup_ms=warmup_ms, duration_s=duration_s, min_iters=min_iters))
@@ -68,8 +69,10 @@ def bench_table(report: dict) -> Table:
 
 
 @app.command("gate")
-def gate_cmd(run_dir: str = typer.Argument(..., help="A run directory with report.json (after `bench`)."),
-             recipe: Optional[str] = typer.Option(None, "--recipe", help="Take [gates] from this recipe."),
+def gate_cmd(run_dir: Optional[str] = run_arg(" with report.json (after `bench`)"),
+             recipe: Optional[str] = typer.Option(None, "--recipe", metavar="NAME",
+                                                  help="Take [gates] from this recipe (default: the run's own); "
+                                                       "without RUN_DIR, gate its run runs/<name>."),
              baseline: Optional[str] = typer.Option(None, "--baseline",
                                                     help="OLD_RUN_DIR (re-measured, interleaved) or OLD_REPORT.json."),
              set_: Optional[list[str]] = SET,
@@ -77,6 +80,7 @@ def gate_cmd(run_dir: str = typer.Argument(..., help="A run directory with repor
              ) -> None:
     """Turn the recipe's [gates] into PASS/FAIL lines and an exit code (0 pass, 1 breach, 2 bad input)."""
     from ..gate import run_gate
+    run_dir = find_run(run_dir, recipe)
     result = run_gate(run_dir, recipe=recipe, baseline=baseline, overrides=set_, seconds=seconds,
                   say=lambda s: err.print(s, highlight=False))
     print_gate(result, run_dir)

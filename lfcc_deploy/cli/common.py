@@ -25,6 +25,41 @@ DEVICE = typer.Option(None, "--device", help="auto | cpu | cuda (default: the re
 QUIET = typer.Option(False, "--quiet", "-q", help="Plain log lines instead of a progress bar.")
 
 
+def run_arg(what: str):
+    """The optional RUN_DIR argument of commands that read a run (Ultralytics-style discovery without it)."""
+    return typer.Argument(None, metavar="[RUN_DIR]", show_default=False,
+                          help=f"A run directory{what} (default: --recipe's run, else the most recently "
+                               "finished run under runs/).")
+
+
+RUN_RECIPE = typer.Option(None, "--recipe", metavar="NAME", help="Without RUN_DIR: the run of this recipe, "
+                                                                 "runs/<name> (a recipe name or path).")
+
+
+def find_run(run_dir: Optional[str], recipe: Optional[str]) -> str:
+    """RUN_DIR as given, else runs/<recipe name> for --recipe, else the newest finished run; says which."""
+    from ..rundir import RUNS_DIR, latest_finished_run
+    if run_dir:
+        return run_dir
+    if recipe:
+        path, why = RUNS_DIR / recipe_name(recipe), f"the run of --recipe {recipe}"
+    else:
+        path, why = latest_finished_run(), f"the most recently finished run under {RUNS_DIR}/"
+    err.print(f"run directory: {path} ({why}; pass RUN_DIR for another)", highlight=False, markup=False)
+    return str(path)
+
+
+def recipe_name(recipe: str) -> str:
+    """The `name` a recipe file declares (its run is runs/<name>), or NAME itself when no such file exists."""
+    from ..errors import BadInput
+    from ..recipe import find_recipe, read_toml
+    try:
+        path = find_recipe(recipe)
+    except BadInput:
+        return recipe
+    return str(read_toml(path).get("name") or path.stem)
+
+
 def recipe_arg(recipe: str, overrides: Optional[list[str]]) -> tuple["Recipe", str]:
     from ..recipe import find_recipe, load_recipe  # pydantic models of every method: torch
     path = find_recipe(recipe)

@@ -9,12 +9,12 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import SET, err, out
+from .common import RUN_RECIPE, SET, err, find_run, out, run_arg
 from .progress import _pct
 
 
 @app.command()
-def export(run_dir: str = typer.Argument(..., help="A run directory with student.safetensors."),
+def export(run_dir: Optional[str] = run_arg(" with student.safetensors"), recipe: Optional[str] = RUN_RECIPE,
            onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Export fp32 ONNX (else reuse export/*.onnx)."),
            int8: bool = typer.Option(False, "--int8", help="INT8: TensorRT with --trt, else onnxruntime static."),
            fp16: bool = typer.Option(False, "--fp16", help="FP16: TensorRT with --trt, else an fp16 ONNX."),
@@ -27,6 +27,7 @@ def export(run_dir: str = typer.Argument(..., help="A run directory with student
            set_: Optional[list[str]] = SET) -> None:
     """Export to ONNX / INT8 / fp16 / TensorRT into RUN_DIR/export/, checked against torch on the test split."""
     from ..export.run import export_run, raise_if_failed
+    run_dir = find_run(run_dir, recipe)
     overrides = list(set_ or [])
     overrides += [f"export.opset={opset}"] if opset is not None else []
     overrides += [f"export.dynamic_batch={str(dynamic).lower()}"] if dynamic is not None else []

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from . import app
-from .common import DEVICE, FORCE, OUT, QUIET, RESUME, SET, err, out, recipe_arg
+from .common import DEVICE, FORCE, OUT, QUIET, RESUME, RUN_RECIPE, SET, err, find_run, out, recipe_arg, run_arg
 from .progress import _pct, reporting, results_table
 
 
@@ -55,10 +55,11 @@ def distill(recipe: str = typer.Argument(..., help="Recipe path or name."),
 
 
 @app.command("eval")
-def evaluate(run_dir: str = typer.Argument(..., help="A run directory."),
-             device: str = typer.Option("auto", "--device", help="auto | cpu | cuda")) -> None:
+def evaluate(run_dir: Optional[str] = run_arg(""), recipe: Optional[str] = RUN_RECIPE,
+             device: Optional[str] = DEVICE) -> None:
     """Accuracy of every model in a run directory on its validation and test splits."""
     from .. import pipeline
+    run_dir = find_run(run_dir, recipe)
     res = pipeline.evaluate(run_dir, device=device)
     from rich.table import Table
     table = Table(title=f"evaluation of {run_dir}")
