@@ -12,7 +12,7 @@ from typing import Any
 
 from .errors import BadInput
 from .losses import METHODS
-from .pipeline import distill, train_teacher
+from .pipeline import distill, teacher_of_run, train_teacher
 from .recipe import Recipe, apply_overrides, recipe_dict, validate_recipe
 from .rundir import RECIPE_FILE, SUMMARY_FILE, read_json, write_json, write_text
 from .steptime import method_steps
@@ -54,13 +54,12 @@ def _stats(values: list[float]) -> tuple[float, float]:
 def _teacher(base: Recipe, file: str, out: Path, teacher_dir: str | None, device,
              reporter) -> tuple[Path, dict[str, Any] | None]:
     """Train the teacher once into OUT/teacher, or take --teacher RUN_DIR; (checkpoint, its summary entry)."""
-    run_dir = Path(teacher_dir) if teacher_dir else out / "teacher"
+    if teacher_dir:
+        return teacher_of_run(teacher_dir)
+    run_dir = out / "teacher"
     ckpt = (run_dir / "teacher.safetensors").resolve()
     summary = run_dir / SUMMARY_FILE
-    if teacher_dir:
-        if not ckpt.is_file():
-            raise BadInput("no teacher.safetensors in this run directory", file=str(run_dir), key="--teacher")
-    elif not summary.is_file():
+    if not summary.is_file():
         train_teacher(base, file=file, out=run_dir, resume=(run_dir / RECIPE_FILE).exists(), device=device,
                       reporter=reporter)
     known = read_json(summary).get("teacher") if summary.is_file() else None

@@ -22,12 +22,28 @@ OUT = typer.Option(None, "--out", help="Run directory (default runs/<recipe name
 RESUME = typer.Option(False, "--resume", help="Continue the run in the run directory from its checkpoint.")
 FORCE = typer.Option(False, "--force", help="Delete the run directory's previous run and start over.")
 DEVICE = typer.Option(None, "--device", help="auto | cpu | cuda (default: the recipe's `device`).")
-QUIET = typer.Option(False, "--quiet", "-q", help="Plain log lines instead of a progress bar.")
+TEACHER = typer.Option(None, "--teacher", metavar="RUN_DIR",
+                       help="Use RUN_DIR/teacher.safetensors as the teacher instead of training one.")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress on stderr (bar, epoch or row lines): results only.")
+
+
+def say(quiet: bool = False):
+    """Where a command's progress lines go: stderr (stdout stays clean for piping), or nowhere with -q."""
+    return (lambda _: None) if quiet else (lambda s: err.print(s, highlight=False, markup=False))
+
+
+JSON = typer.Option(False, "--json", help="Print the result as JSON on stdout, and nothing else there.")
+
+
+def print_json(obj) -> None:
+    """The `--json` convention of every command: one JSON document on stdout; progress stays on stderr."""
+    import json
+    print(json.dumps(obj, indent=2, default=str))
 
 
 def run_arg(what: str):
     """The optional RUN_DIR argument of commands that read a run (Ultralytics-style discovery without it)."""
-    return typer.Argument(None, metavar="[RUN_DIR]", show_default=False,
+    return typer.Argument(None, metavar="RUN_DIR", show_default=False,
                           help=f"A run directory{what} (default: --recipe's run, else the most recently "
                                "finished run under runs/).")
 
