@@ -20,13 +20,14 @@ from .losses import METHODS, Method, MethodContext
 from .manifest import manifest
 from .models import (ModelSpec, Net, build_net, check_model_name, default_normalisation, load_net,
                      load_weights, param_count, read_state, resolve_kwargs)
+from .metrics_log import require_tensorboard
 from .plots import plot_curves
 from .progress import default_reporter
 from .recipe import (ModelConfig, Recipe, TrainConfig, changed_keys, read_toml, recipe_dict, recipe_hash,
                      recipe_to_toml, validate_recipe)
 from .rundir import (RECIPE_FILE, RUNS_DIR, SUMMARY_FILE, RunLock, check_run_dir, clear_run_dir, read_json, write_json,
                      write_text)
-IGNORED_ON_RESUME = {"device", "description", "export", "gates"}  # not training keys
+IGNORED_ON_RESUME = {"device", "description", "export", "gates", "logging"}  # not training keys
 
 
 class SilentReporter:
@@ -37,7 +38,6 @@ class SilentReporter:
     def progress(self, *a) -> None: ...
     def epoch(self, *a) -> None: ...
     def finish(self, *a) -> None: ...
-    def close(self) -> None: ...
 
 
 def resolve_device(name: str) -> torch.device:
@@ -131,6 +131,8 @@ class Run:
         # rank 0 reports; the Python API without a reporter gets a bar on a terminal, else `logging`
         self.reporter = (reporter or default_reporter()) if self.dist.is_main() else SilentReporter()
         teacher_state = check_resources(recipe, file)
+        if recipe.logging.tensorboard:
+            require_tensorboard()
         continues_teacher = job == "distill" and not (resume or force) and _teacher_only_run(self.run_dir)
         self.resume, self.force = resume or continues_teacher, force
         check_run_dir(self.run_dir, resume=self.resume, force=force)
@@ -185,7 +187,9 @@ class Run:
             write_text(self.run_dir / RECIPE_FILE, recipe_to_toml(self.recipe))
 
     def __exit__(self, *exc) -> None:
-        self.reporter.close()  # a live bar must not outlive the run, however it ended
+        close = getattr(self.reporter, "close", None)  # a live bar must not outlive the run, however it ended
+        if close is not None:
+            close()
         if self.lock is not None:
             self.lock.__exit__(*exc)
 
@@ -195,7 +199,7 @@ class Run:
         artifact = {"reference": "ce_reference"}.get(name, name)
         phase = Phase(name, m, cfg, artifact, extra={"method": method})
         self.results[name] = Trainer(phase, self.data, self.recipe.data.augment, self.run_dir, self.device,
-                                     self.reporter).run()
+                                     self.reporter, tensorboard=self.recipe.logging.tensorboard).run()
         return self.results[name]
 
     def teacher(self) -> Net:

@@ -64,6 +64,13 @@ class TrainConfig(Strict):
                               "batch_size is per process")
 
 
+class LoggingConfig(Strict):
+    """Where training curves go besides metrics.jsonl and metrics.csv (always written)."""
+
+    tensorboard: bool = Field(False, description="TensorBoard event files in RUN_DIR/tensorboard/<phase>/ "
+                                                 "(pip install \"lfcc-deploy[tensorboard]\")")
+
+
 class ModelConfig(Strict):
     model: str = Field(description="timm model name")
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -123,6 +130,7 @@ class Recipe(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)  # type: ignore[valid-type]
     export: ExportConfig = ExportConfig()
     gates: GatesConfig = GatesConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     def method_config(self) -> Strict:
         return getattr(self.distill, self.distill.method)
