@@ -20,7 +20,7 @@ from ..pipeline import resolve_device
 from ..preprocess import Preprocess, pad_batch
 from .backends import BACKENDS, PRECISIONS, Runner, register_all
 from .report import derive, write_report
-from .timing import LatencyStats, TimingConfig, environment, set_cpu_threads, time_cpu, time_cuda
+from .timing import LatencyStats, TimingConfig, environment, interleaved_ms, set_cpu_threads, time_cpu, time_cuda
 
 MODELS = ("student", "teacher")
 MODES = ("compute", "e2e")
@@ -90,18 +90,38 @@ def accuracy(runner: Runner, pre: Preprocess, images: Images) -> float:
     return correct / len(images.u8)
 
 
-def time_batch(runner: Runner, pre: Preprocess, images: Images, batch: int, cfg: BenchConfig) -> LatencyStats:
+def _call(runner: Runner, pre: Preprocess, u8: torch.Tensor, mode: str) -> Callable[[], Any]:
     """compute: the model call with inputs already on the device; e2e: uint8 on the host -> logits on the host."""
-    u8 = images.batch(batch)
-    if cfg.mode == "compute":
+    if mode == "compute":
         x = pre(u8.to(runner.device))
-        fn: Callable[[], Any] = lambda: runner.run(x)
-        if runner.cuda_events:
-            return time_cuda(fn, cfg.timing)
-        return time_cpu(lambda: (fn(), runner.sync()), cfg.timing)
+        return lambda: runner.run(x)
     if runner.device.type == "cuda":
         u8 = u8.pin_memory()
-    return time_cpu(lambda: runner.run(pre(u8.to(runner.device, non_blocking=True))).cpu(), cfg.timing)
+    return lambda: runner.run(pre(u8.to(runner.device, non_blocking=True))).cpu()
+
+
+def time_batch(runner: Runner, pre: Preprocess, images: Images, batch: int, cfg: BenchConfig) -> LatencyStats:
+    fn = _call(runner, pre, images.batch(batch), cfg.mode)
+    if cfg.mode == "e2e":
+        return time_cpu(fn, cfg.timing)
+    return time_cuda(fn, cfg.timing) if runner.cuda_events else time_cpu(lambda: (fn(), runner.sync()), cfg.timing)
+
+
+def versus_fp32(rows: list[dict], runners: dict[str, Runner], pre: Preprocess, images: Images, cfg: BenchConfig,
+                say: Callable[[str], None]) -> None:
+    """Each quantised row against fp32 of its backend and batch, the two timed in turn round after round for
+    about --duration-s: drift between two separately timed rows can neither fake nor hide a speedup, so this
+    ratio is the INT8/fp16 speedup the report gives (`speedup_vs_fp32`)."""
+    fp32 = {r["batch"]: r for r in rows if r["precision"] == "fp32" and r["status"] == "ok"}
+    for r in (r for r in rows if r["precision"] != "fp32" and r["status"] == "ok" and r["batch"] in fp32):
+        ref, u8 = fp32[r["batch"]], images.batch(r["batch"])
+        steps = {name: (lambda f=_call(m, pre, u8, cfg.mode), m=m: (f(), m.sync()))
+                 for name, m in (("fp32", runners["fp32"]), ("this", runners[r["precision"]]))}
+        per_round = ref["latency"]["p50_ms"] + r["latency"]["p50_ms"]
+        rounds = int(min(10_000, max(cfg.timing.min_iters, 1000 * cfg.timing.duration_s / max(per_round, 1e-3))))
+        say(f"timing {r['model']} {r['backend']} {r['precision']} batch {r['batch']} against fp32, interleaved")
+        ms = interleaved_ms(steps, rounds=rounds, device=runners["fp32"].device)
+        r["vs_fp32_interleaved"] = dict(rounds=rounds, fp32_ms=round(ms["fp32"], 4), ms=round(ms["this"], 4))
 
 
 def _row(**kw) -> dict[str, Any]:
@@ -151,7 +171,7 @@ def _backend_rows(backend, run_dir, model, pre, params, images, batches, cfg, th
     if not ok:
         return [_row(**key, precision=p, batch=b, status="skipped", reason=why)
                 for p in (cfg.precisions or ["fp32"]) for b in batches]
-    rows = []
+    rows, runners = [], {}
     for precision in precisions:
         path, why = backend.artifact(run_dir, model, precision, cfg.device)
         if path is None:
@@ -159,7 +179,7 @@ def _backend_rows(backend, run_dir, model, pre, params, images, batches, cfg, th
             continue
         info = dict(file=str(path), size_bytes=path.stat().st_size, params=params)
         try:
-            runner = backend.load(path, precision, cfg.device, threads)
+            runner = runners[precision] = backend.load(path, precision, cfg.device, threads)
             acc = accuracy(runner, pre, images)
         except Exception as err:  # a failing backend is a row, not a crash
             reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}" if str(err) else type(err).__name__
@@ -176,4 +196,6 @@ def _backend_rows(backend, run_dir, model, pre, params, images, batches, cfg, th
             rows.append(_row(**key, precision=precision, batch=b, latency=stats.to_dict(),
                              throughput_ips=round(stats.throughput(b), 2), unstable=stats.unstable(),
                              accuracy=acc, **info))
+    if "fp32" in runners:
+        versus_fp32(rows, runners, pre, images, cfg, say)
     return rows
