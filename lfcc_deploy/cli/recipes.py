@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from . import HELP_SETTINGS, app
-from .common import SET, out, recipe_arg
+from .common import SET, err, out, recipe_arg
 
 recipes_app = typer.Typer(help="List, show, validate and describe recipes.", no_args_is_help=True,
                           **HELP_SETTINGS)
@@ -42,7 +42,14 @@ def schema() -> None:
 def check(recipe: str, resources: bool = typer.Option(False, "--resources",
           help="Also resolve data files, model names and checkpoints."),
           set_: Optional[list[str]] = SET) -> None:
-    """Validate a recipe (schema only unless --resources)."""
+    """Validate a recipe (schema only unless --resources); every schema error is listed, one per line."""
+    from ..errors import BadInput
+    from ..recipe import recipe_errors
+    errors = recipe_errors(recipe, set_)
+    for e in errors:
+        err.print(f"error: {e.line()}", highlight=False, markup=False)
+    if errors:
+        raise BadInput(f"{len(errors)} error(s) in the recipe", file=errors[0].file, hint="fix them and run again")
     rec, file = recipe_arg(recipe, set_)
     if resources:
         from ..pipeline import check_resources
