@@ -1,8 +1,8 @@
-"""The bench report: derived ratios, report.json (versioned), report.md and an accuracy-vs-latency plot.
+"""The bench report: derived ratios, report.json (versioned), report.md and report.png (drawn in ..plots).
 
 report.json, version 1: {schema, version, created, run_dir, recipe, split, images, config,
 environment, rows[]}; a row is keyed by (model, backend, precision, device, batch) and holds status,
-reason, latency {iters, mean_ms, std_ms, cov, min_ms, p50_ms, p90_ms, p95_ms, p99_ms, max_ms},
+reason, latency {iters, mean_ms, std_ms, cov, min_ms, p10_ms, p50_ms, p90_ms, p95_ms, p99_ms, max_ms},
 throughput_ips, unstable, file, size_bytes, params, accuracy, for quantised rows vs_fp32_interleaved
 {rounds, fp32_ms, ms}, and the derived speedup_vs_teacher, speedup_vs_fp32 (from the interleaved timing
 when there is one: the INT8/fp16 speedup to quote), accuracy_change_vs_fp32 (None where nothing compares).
@@ -15,7 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ValidationError, model_validator
 
 from ..errors import BadInput
-from ..rundir import atomic_write, read_json, write_json, write_text
+from ..plots import plot_report
+from ..rundir import read_json, write_json, write_text
 
 REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
 SCHEMA = "lfcc-deploy/bench-report"
@@ -146,29 +147,7 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(report: dict[str, Any], path: Path) -> None:
-    """Accuracy against p50 latency at the largest batch measured: the deployment trade-off at a glance."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    ok = [r for r in report["rows"] if r["status"] == "ok"]
-    if not ok:
-        return
-    batch = max(r["batch"] for r in ok)
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in (r for r in ok if r["batch"] == batch):  # a legend, not annotations: equal accuracies overlap
-        ax.scatter(r["latency"]["p50_ms"], 100 * r["accuracy"], marker="o" if r["model"] == "student" else "s",
-                   label=f"{r['model']} {r['backend']} {r['precision']}")
-    ax.legend(fontsize=7, loc="best")
-    ax.set(xlabel=f"p50 latency at batch {batch} (ms, {report['config']['device']})", ylabel="top-1 accuracy (%)",
-           title=f"{report['recipe']}: accuracy vs latency")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-    plt.close(fig)
-
-
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     write_json(run_dir / REPORT_JSON, report)
     write_text(run_dir / REPORT_MD, markdown(report))
-    plot(report, run_dir / REPORT_PNG)
+    plot_report(report, run_dir / REPORT_PNG)

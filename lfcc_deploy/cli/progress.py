@@ -11,13 +11,13 @@ from rich.console import Console
 from rich.table import Table
 
 from ..errors import EXIT_INTERRUPTED
+from ..plots import PHASE_TITLES
 from ..progress import LogReporter, QuietReporter, RichReporter, pct
 
 __all__ = ["LogReporter", "QuietReporter", "RichReporter", "pct", "reporting", "results_table"]
 
 INTERRUPTED = "error: interrupted; the checkpoint was saved, continue with --resume"
 
-PHASE_TITLES = {"teacher": "teacher", "reference": "CE-only student", "student": "distilled student"}
 
 
 @contextmanager
