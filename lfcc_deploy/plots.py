@@ -50,7 +50,8 @@ def plot_curves(run_dir: Path) -> Path | None:
         pr = [r for r in rows if r["phase"] == phase]
         epochs = [r["epoch"] for r in pr]
         ax.plot(epochs, [r["train_loss"] for r in pr], marker=".", color="black", label="total")
-        for part in sorted({k for r in pr for k in r if k.startswith("loss_")}):
+        parts = sorted({k for r in pr for k in r if k.startswith("loss_")})
+        for part in parts if len(parts) > 1 else []:  # a single part is the total itself
             ax.plot(epochs, [r.get(part) for r in pr], marker=".", linestyle="--", label=part.removeprefix("loss_"))
         ax.set(xlabel="epoch", ylabel="training loss", title=f"{PHASE_TITLES.get(phase, phase)} loss")
         ax.grid(alpha=0.3)
@@ -64,8 +65,10 @@ def plot_curves(run_dir: Path) -> Path | None:
     acc.grid(alpha=0.3)
     acc.legend(fontsize=8)
     from matplotlib.ticker import MaxNLocator
+    last = max(r["epoch"] for r in rows)
     for ax in axes:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole
+        ax.set_xlim(0.5, last + 0.5)
     return _save(fig, Path(run_dir) / "curves.png")
 
 
@@ -88,13 +91,14 @@ def plot_report(report: dict[str, Any], path: Path) -> Path | None:
                         fmt="o" if r["model"] == "student" else "s", color=colors[key], capsize=3, markersize=6,
                         label=" ".join(key))
         ax.set_xscale("log")
-        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5)))
+        lo, hi = ax.get_xlim()
+        ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5) if hi / lo < 300 else (1,)))  # labels apart
         ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(ticker.NullFormatter())  # minor labels of a log axis run into each other
         ax.set(xlabel="latency, ms (dot p50, bar p10–p90; log scale)", title=f"batch {batch}")
         ax.grid(alpha=0.3, which="both")
     accs = [100 * r["accuracy"] for r in ok]
-    axes[0][0].set_ylim(accuracy_floor(accs), min(100.0, max(accs) + 1.0) + 0.5)
+    axes[0][0].set_ylim(accuracy_floor(accs), min(100.0, max(accs) + 2.0) + 0.5)  # top points clear of the frame
     axes[0][0].set_ylabel(f"top-1 accuracy (%), {report.get('split', 'test')} split")
     handles = {h.get_label(): h for ax in axes[0] for h in ax.get_legend_handles_labels()[0]}
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(4, len(handles)), fontsize=8,
