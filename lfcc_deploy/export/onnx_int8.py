@@ -2,7 +2,7 @@
 
 Whether INT8 is faster depends on the CPU and on the quantised format: on x86 (AVX-512 VNNI here)
 uint8 activations with int8 weights ran 1.3–2× faster than fp32 while int8 activations ran 3–36×
-*slower* (shared/research/platform_notes.md). So every configured candidate is quantised, checked
+*slower* (measured on one AVX-512 VNNI machine). So every configured candidate is quantised, checked
 against torch on the test images and timed side by side with fp32 on this machine; the fastest
 one within tolerance ships, and its choice and that selection check's ratio are written into its metadata
 as `int8_check_speedup`. It is a quick check to pick a candidate, not the figure to quote: the INT8
