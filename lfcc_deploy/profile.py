@@ -16,6 +16,7 @@ import torch
 from .data import load_data
 from .models import load_weights
 from .pipeline import check_resources, make_net, resolve_device
+from .progress import default_say
 from .recipe import Recipe, apply_overrides, recipe_dict, validate_recipe
 from .steptime import method_steps
 
@@ -37,7 +38,7 @@ def _data_ms(source, recipe: Recipe, device: torch.device, steps: int) -> float:
 
 
 def profile_recipe(recipe: Recipe, *, file: str | None = None, device: str | None = None, steps: int = 20,
-                   say=lambda _: None) -> dict[str, Any]:
+                   say=default_say) -> dict[str, Any]:
     """Median step milliseconds and images/s per method (`profile --json` prints this dict)."""
     teacher_state = check_resources(recipe, file)
     dev = resolve_device(device or recipe.device)

@@ -98,6 +98,14 @@ class _LogWriter:
         log.info(text)
 
 
+def default_say(text: str) -> None:
+    """Progress lines of the Python API's export, bench and pipeline: stderr on a terminal, else `logging`."""
+    if sys.stderr.isatty():
+        print(text, file=sys.stderr)
+    else:
+        log.info(text)
+
+
 def default_reporter() -> LogReporter:
     """What the Python API uses when given no reporter: a bar on a terminal, else `logging`."""
     console = Console(stderr=True)

@@ -14,6 +14,7 @@ from .export.common import ONNX_SUFFIX
 from .export.run import EXPORT_DIR, PARITY_FILE, export_run
 from .gate import run_gate
 from .pipeline import IGNORED_ON_RESUME, distill, refuse_changes, resolve_device, run_dir_for
+from .progress import default_say
 from .recipe import Recipe
 from .rundir import RECIPE_FILE, SUMMARY_FILE, read_json
 
@@ -41,7 +42,7 @@ def _exported(run_dir: Path, model: str, precisions: list[str]) -> bool:
 
 def run_pipeline(recipe: Recipe, *, file: str, out: str | None = None, force: bool = False,
                  device: str | None = None, bench: BenchConfig | None = None, baseline: str | None = None,
-                 reporter=None, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+                 reporter=None, say: Callable[[str], None] = default_say) -> dict[str, Any]:
     """Run every stage; raises the failing stage's error (its exit code) or returns all results."""
     run_dir = run_dir_for(recipe, out)
     results: dict[str, Any] = {}

@@ -18,6 +18,7 @@ from ..export.run import run_recipe
 from ..models import read_state
 from ..pipeline import resolve_device
 from ..preprocess import Preprocess, pad_batch
+from ..progress import default_say
 from .backends import BACKENDS, PRECISIONS, Runner, register_all
 from .report import derive, write_report
 from .timing import LatencyStats, TimingConfig, environment, interleaved_ms, set_cpu_threads, time_cpu, time_cuda
@@ -130,7 +131,7 @@ def _row(**kw) -> dict[str, Any]:
     return {**base, **kw}
 
 
-def bench_run(run_dir: str | Path, cfg: BenchConfig, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def bench_run(run_dir: str | Path, cfg: BenchConfig, say: Callable[[str], None] = default_say) -> dict[str, Any]:
     """Measure every requested row, write report.json / report.md / report.png, return the report."""
     run_dir = Path(run_dir)
     cfg.device = resolve_device(cfg.device or run_recipe(run_dir, [])[0].device).type

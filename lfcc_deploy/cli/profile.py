@@ -7,12 +7,15 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import DEVICE, JSON, QUIET, SET, out, print_json, recipe_arg, say
+from .common import DEVICE, JSON, QUIET, out, print_json, recipe_arg, say
 
 
 @app.command()
 def profile(recipe: str = typer.Argument(..., help="Recipe path or name."),
-            set_: Optional[list[str]] = SET, device: Optional[str] = DEVICE,
+            set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                                     help="Override a recipe key, value as a TOML literal, "
+                                                          "e.g. --set distill.batch_size=64"),
+            device: Optional[str] = DEVICE,
             steps: int = typer.Option(20, "--steps", min=3, help="Timed rounds (median reported)."),
             as_json: bool = JSON, quiet: bool = QUIET) -> None:
     """Step time and images/s of ce, kd, lfcc and lfcc with the teacher cache, data time apart."""

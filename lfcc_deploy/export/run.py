@@ -19,6 +19,7 @@ from ..data import load_data, stratified_subset
 from ..errors import BadInput, CheckFailed
 from ..models import Net, load_net
 from ..preprocess import Preprocess, pad_batch
+from ..progress import default_say
 from ..recipe import Recipe, apply_overrides, read_toml, validate_recipe
 from ..rundir import RECIPE_FILE, RunLock, atomic_write, read_json, write_json
 from .common import ONNX_SUFFIX, ExportResult, batch_list, ort_session, require, run_session, stack_inputs
@@ -197,7 +198,7 @@ def _preflight_trt() -> None:
 
 def export_run(run_dir: str | Path, *, model: str = "student", onnx: bool = True, int8: bool = False,
                fp16: bool = False, trt: bool = False, overrides: list[str] | None = None,
-               say: Callable[[str], None] = lambda _: None, check: bool = True,
+               say: Callable[[str], None] = default_say, check: bool = True,
                config: ExportConfig | None = None) -> dict[str, Any]:
     """Export one model of a run directory; returns the summary also written to export/export.json.
 
