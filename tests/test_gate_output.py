@@ -100,3 +100,14 @@ def test_json_prints_the_verdict_and_nothing_else(run, cli, monkeypatch):
     res = cli("gate", run, *GATES, "--json")
     assert res.code == 1
     assert json.loads(res.out) == json.loads((run / "gate.json").read_text())
+
+
+def test_recipe_option_as_a_run_name_gates_that_run_with_its_own_gates(run, cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    run.rename(tmp_path / "runs" / "mine")
+    res = cli("gate", "--recipe", "mine", "--set", "gates.max_model_mb=5")
+    assert "run directory: runs/mine (the run of --recipe mine" in res.err
+    assert res.code == 1 and (tmp_path / "runs" / "mine" / "gate.json").is_file()  # the broken bench row fails
+    res = cli("gate", "runs/mine", "--recipe", "no_such_recipe")
+    assert res.code == 2 and "recipe file not found" in res.err

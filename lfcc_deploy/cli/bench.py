@@ -7,7 +7,7 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import DEVICE, JSON, QUIET, RUN_RECIPE, find_run, out, print_json, run_arg, say
+from .common import DEVICE, JSON, QUIET, RUN_RECIPE, find_run, out, print_json, recipe_file, run_arg, say
 from .progress import pct
 
 
@@ -88,9 +88,15 @@ def gate_cmd(run_dir: Optional[str] = run_arg(" with report.json (after `bench`)
                                               help="Timed seconds per row when re-measuring against --baseline."),
              junit: Optional[str] = JUNIT, as_json: bool = JSON, quiet: bool = QUIET) -> None:
     """Turn the recipe's [gates] into PASS/FAIL lines and an exit code (0 pass, 1 breach, 2 bad input)."""
+    from ..errors import BadInput
     from ..gate import run_gate
+    from ..rundir import RUNS_DIR
     run_dir = find_run(run_dir, recipe)
-    result = run_gate(run_dir, recipe=recipe, baseline=baseline, overrides=set_, seconds=duration_s,
+    gates_from = recipe_file(recipe) if recipe else None  # a bare run name: the run's own [gates]
+    if recipe and gates_from is None and run_dir != str(RUNS_DIR / recipe):
+        raise BadInput("recipe file not found", file=recipe, key="--recipe",
+                       hint="give a recipe path or a name from `lfcc-deploy recipes list`")
+    result = run_gate(run_dir, recipe=gates_from, baseline=baseline, overrides=set_, seconds=duration_s,
                       say=say(quiet))
     print_gate(result, run_dir, junit=junit, as_json=as_json)
 
@@ -105,10 +111,11 @@ def print_gate(result: dict, run_dir: str, junit: Optional[str] = None, as_json:
     append_step_summary(result)
     if as_json:
         print_json(result)
-    elif not result["checks"]:
-        print("no gates configured: add a [gates] table to the recipe (see README)")
-    for c in [] if as_json else result["checks"]:
-        print(line(c))  # plain print: rich would wrap a long check over two lines in a narrow log
+    else:
+        if not result["checks"]:
+            print("no gates configured: add a [gates] table to the recipe (see README)")
+        for c in result["checks"]:
+            print(line(c))  # plain print: rich would wrap a long check over two lines in a narrow log
     failed = [c for c in result["checks"] if not c["passed"]]
     if failed:
         raise CheckFailed(f"{len(failed)} of {len(result['checks'])} gate checks failed", file=f"{run_dir}/gate.json")

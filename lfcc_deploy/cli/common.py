@@ -65,15 +65,23 @@ def find_run(run_dir: Optional[str], recipe: Optional[str]) -> str:
     return str(path)
 
 
+def recipe_file(recipe: str) -> Optional[str]:
+    """The recipe file NAME resolves to (a path, or a name in ./recipes), or None when there is none."""
+    from ..errors import BadInput
+    from ..recipe import find_recipe
+    try:
+        return str(find_recipe(recipe))
+    except BadInput:
+        return None
+
+
 def recipe_name(recipe: str) -> str:
     """The `name` a recipe file declares (its run is runs/<name>), or NAME itself when no such file exists."""
-    from ..errors import BadInput
-    from ..recipe import find_recipe, read_toml
-    try:
-        path = find_recipe(recipe)
-    except BadInput:
-        return recipe
-    return str(read_toml(path).get("name") or path.stem)
+    from pathlib import Path
+
+    from ..recipe import read_toml
+    path = recipe_file(recipe)
+    return str(read_toml(Path(path)).get("name") or Path(path).stem) if path else recipe
 
 
 def recipe_arg(recipe: str, overrides: Optional[list[str]]) -> tuple["Recipe", str]:
