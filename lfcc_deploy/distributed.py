@@ -21,8 +21,6 @@ from torch import nn
 
 from .errors import BadInput, LfccError
 
-LR_SCALING = ("none", "linear", "sqrt")
-
 
 @dataclass(frozen=True)
 class Dist:

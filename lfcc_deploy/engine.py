@@ -92,7 +92,7 @@ def train_step(method: Method, opt: torch.optim.Optimizer, x: torch.Tensor, y: t
 
 
 @torch.inference_mode()
-def accuracy(net: Net, source: Source, device: torch.device, batch_size: int = 512) -> float:
+def net_accuracy(net: Net, source: Source, device: torch.device, batch_size: int = 512) -> float:
     was = net.training
     net.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
@@ -307,7 +307,7 @@ class Trainer:
         if self.dist.world > 1:  # same key order on every rank, so the collectives pair up
             acc = {k: acc[k] if k in ("steps", "bad_step") else distributed.reduce_sum(acc[k]) for k in sorted(acc)}
         seen = max(1, acc["seen"].item())
-        val = self.dist.broadcast_object(accuracy(self.net, self.data.val, self.device) if main else None)
+        val = self.dist.broadcast_object(net_accuracy(self.net, self.data.val, self.device) if main else None)
         record = dict(phase=self.p.name, epoch=epoch + 1, step=st["step"], lr=self.sched.get_last_lr()[0],
                       train_loss=acc["loss"].item() / seen, train_acc=acc["correct"].item() / seen,
                       val_acc=val, epoch_s=epoch_s, images_per_s=seen / max(epoch_s, 1e-9),
@@ -331,8 +331,8 @@ class Trainer:
         load_weights(self.net, best)
         test = self.data.test
         result = dict(phase=self.p.name, model=self.net.spec.name, params=param_count(self.net),
-                      val_acc=accuracy(self.net, self.data.val, self.device),
-                      test_acc=accuracy(self.net, test, self.device) if test is not None else None,
+                      val_acc=net_accuracy(self.net, self.data.val, self.device),
+                      test_acc=net_accuracy(self.net, test, self.device) if test is not None else None,
                       best_epoch=st["best_epoch"], epochs=self.p.cfg.epochs, steps=st["step"],
                       train_images=len(self.train_src), wall_s=st["wall_s"],
                       s_per_epoch=st["wall_s"] / self.p.cfg.epochs, artifact=best.name, **self.p.extra)

@@ -15,7 +15,8 @@ import torch
 
 from .data import load_data
 from .models import load_weights
-from .pipeline import check_resources, make_net, resolve_device
+from .device import resolve_device
+from .training import check_resources, make_net
 from .recipe import Recipe, apply_overrides, recipe_dict, validate_recipe
 from .rundir import write_json
 from .steptime import method_steps

@@ -17,7 +17,8 @@ from .bench.timing import interleaved_ms
 from .data import DataBundle, load_data
 from .engine import make_optimizer, train_step
 from .models import Net, load_weights
-from .pipeline import make_method, make_net, resolve_device
+from .device import resolve_device
+from .training import make_method, make_net
 from .recipe import Recipe
 
 

@@ -19,7 +19,7 @@ from lfcc_deploy.data import load_data
 from lfcc_deploy.export.common import read_metadata
 from lfcc_deploy.export.onnx_int8 import CalibrationReader
 from lfcc_deploy.models import save_net
-from lfcc_deploy.pipeline import distill, make_net
+from lfcc_deploy.training import distill, make_net
 from lfcc_deploy.preprocess import Preprocess, read_images
 from lfcc_deploy.recipe import load_recipe
 

@@ -62,9 +62,3 @@ def cuda_only(device: str) -> tuple[bool, str]:
     if device != "cuda":
         return False, "runs on cuda only"
     return (True, "") if torch.cuda.is_available() else (False, "no CUDA device visible")
-
-
-def register_all() -> None:
-    """Import the backend modules once; each registers itself."""
-    if not BACKENDS.names():
-        from . import ort_backend, torch_backend, trt_backend  # noqa: F401

@@ -15,8 +15,8 @@ from typing import Any, Callable
 from ..errors import BadInput
 from ..models import read_state
 from ..preprocess import Preprocess
-from .backends import BACKENDS, register_all
-from .report import load_report
+from .backends import BACKENDS
+from .report import load_report, row_name
 from .run import Images
 
 
@@ -64,8 +64,6 @@ def measure_regressions(report: dict[str, Any], baseline: Path, seconds: float =
                         say: Callable[[str], None] = lambda _: None) -> tuple[dict[str, dict], str]:
     """Per student row of `report`: new/old p50 ratio. A run directory is re-measured interleaved;
     a report file only offers its stored numbers (noisier, and the output says so)."""
-    from ..gate import row_name
-    register_all()
     baseline = Path(baseline)
     rows = [r for r in report["rows"] if r["status"] == "ok" and r["model"] == "student"]
     if baseline.is_file() or not (baseline / "recipe.toml").is_file():

@@ -13,12 +13,12 @@ from typing import Any, Callable
 import torch
 
 from ..data import load_data
+from ..device import resolve_device
 from ..errors import BadInput
 from ..export.run import run_recipe
 from ..models import read_state
-from ..pipeline import resolve_device
 from ..preprocess import Preprocess, pad_batch
-from .backends import BACKENDS, PRECISIONS, Runner, register_all
+from .backends import BACKENDS, PRECISIONS, Runner
 from .report import derive, write_report
 from .timing import LatencyStats, TimingConfig, environment, set_cpu_threads, time_cpu, time_cuda
 
@@ -39,7 +39,6 @@ class BenchConfig:
     accuracy_images: int = 10000
 
     def check(self) -> None:
-        register_all()
         for name in ("backends", "precisions", "batches"):  # a repeated value would time a row twice
             if getattr(self, name) is not None:
                 setattr(self, name, list(dict.fromkeys(getattr(self, name))))
@@ -76,7 +75,7 @@ class Images:
         return self.u8.repeat(reps, 1, 1, 1)[:n].contiguous()
 
 
-def accuracy(runner: Runner, pre: Preprocess, images: Images) -> float:
+def deployed_accuracy(runner: Runner, pre: Preprocess, images: Images) -> float:
     """Top-1 on the split through this runner, preprocessing as deployed (static graphs get padded batches)."""
     step = runner.static_batch or 256
     correct = 0
@@ -159,7 +158,7 @@ def _backend_rows(backend, run_dir, model, pre, params, images, batches, cfg, th
         info = dict(file=str(path), size_bytes=path.stat().st_size, params=params)
         try:
             runner = backend.load(path, precision, cfg.device, threads)
-            acc = accuracy(runner, pre, images)
+            acc = deployed_accuracy(runner, pre, images)
         except Exception as err:  # a failing backend is a row, not a crash
             reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}" if str(err) else type(err).__name__
             rows += [_row(**key, precision=precision, batch=b, status="failed", reason=reason, **info)

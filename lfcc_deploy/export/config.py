@@ -10,8 +10,6 @@ from pydantic import Field, model_validator
 
 from ..schema import Strict
 
-INT8_CANDIDATES = ("qdq-u8s8", "qoperator-u8s8", "qdq-s8s8", "qoperator-s8s8")
-
 
 class Tolerance(Strict):
     """What an exported precision must keep against torch fp32 on the test images."""

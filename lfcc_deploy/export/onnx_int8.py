@@ -118,7 +118,7 @@ def _speed(sessions: dict[str, Any], x: np.ndarray, seconds: float) -> dict[str,
     return interleaved_ms(steps, rounds=rounds, warmup=2)
 
 
-def export_int8(fp32_path: Path, path: Path, cfg: ExportConfig, calibration: list[np.ndarray],
+def quantize_best(fp32_path: Path, path: Path, cfg: ExportConfig, calibration: list[np.ndarray],
                 inputs: list[np.ndarray], labels: np.ndarray, reference: np.ndarray,
                 tolerance: Tolerance) -> tuple[ExportResult | None, list[dict[str, Any]]]:
     """Quantise every candidate, judge and time each; write the fastest that passes (None if none does)."""

@@ -150,7 +150,7 @@ def export_fp16(job: Exporter, fp32: Path) -> tuple[ExportResult | None, dict[st
 
 
 def export_int8(job: Exporter, fp32: Path) -> tuple[ExportResult | None, dict[str, Any]]:
-    from .onnx_int8 import export_int8 as quantize_best
+    from .onnx_int8 import quantize_best
     job.say(f"quantising to INT8: {', '.join(job.cfg.int8_candidates)} calibrated on "
             f"{len(job.calib_x)} training images, each timed against fp32")
     calib = batch_list(job.calib_x, job.cfg.calibration_batch if job.cfg.dynamic_batch else job.cfg.static_batch)
