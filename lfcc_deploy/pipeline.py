@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .bench.run import BenchConfig, bench_run
-from .export.common import ONNX_SUFFIX
-from .export.run import EXPORT_DIR, PARITY_FILE, export_run
+from .export.formats import EXPORT_DIR, export_format
+from .export.run import PARITY_FILE, export_run
 from .device import resolve_device
 from .gate import run_gate
 from .recipe import Recipe
@@ -33,7 +33,7 @@ def _exported(run_dir: Path, model: str, precisions: list[str]) -> bool:
         return False
     entries = read_json(parity_path).get(model, {}).get("precisions", {})
     for p in precisions:
-        path = run_dir / EXPORT_DIR / f"{model}{ONNX_SUFFIX[p]}"
+        path = export_format("onnx", p).file(run_dir, model)
         if not (entries.get(p, {}).get("passed") and path.is_file()
                 and path.stat().st_mtime >= weights.stat().st_mtime):
             return False

@@ -13,11 +13,8 @@ from typing import Callable
 
 import torch
 
-from ..export.common import ONNX_SUFFIX
+from ..export.formats import export_format
 from ..registry import Registry
-
-PRECISIONS = ("fp32", "fp16", "int8")
-
 
 @dataclass
 class Runner:
@@ -51,11 +48,9 @@ BACKENDS: Registry[Backend] = Registry("backend")
 
 def onnx_file(run_dir: Path, model: str, precision: str) -> tuple[Path | None, str]:
     """export/<model>.onnx, .fp16.onnx or .int8.onnx, with the command that makes a missing one."""
-    path = run_dir / "export" / f"{model}{ONNX_SUFFIX[precision]}"
-    if path.is_file():
-        return path, ""
-    flag = {"fp32": "", "fp16": " --fp16", "int8": " --int8"}[precision]
-    return None, f"no export/{path.name}: run `lfcc-deploy export RUN_DIR --model {model}{flag}`"
+    fmt = export_format("onnx", precision)
+    path = fmt.file(run_dir, model)
+    return (path, "") if path.is_file() else (None, f"no export/{path.name}: {fmt.hint(model)}")
 
 
 def cuda_only(device: str) -> tuple[bool, str]:

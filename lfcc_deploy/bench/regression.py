@@ -2,8 +2,8 @@
 
 Absolute milliseconds swing by ±50 % between runs and machines on shared CI runners, so a gate on
 them flakes. Here both runs' models are loaded side by side in one process and timed in alternating
-blocks (A B, B A, A B …); the regression is the ratio of the medians, with the spread of the
-per-round ratios reported beside it. Noise that hits both sides in the same moment cancels.
+blocks (A B, B A, A B …); the regression is the median of the per-round new/old ratios, with their
+quartiles reported beside it. Noise that hits both sides in the same moment cancels within a round.
 """
 from __future__ import annotations
 
