@@ -44,7 +44,8 @@ def gate_checks(report: dict[str, Any], gates: GatesConfig,
         checks += [_check("quantized_must_be_faster", row_name(r), r["speedup_vs_fp32"], "> 1",
                           r["speedup_vs_fp32"] is not None and r["speedup_vs_fp32"] > 1,
                           "" if r["speedup_vs_fp32"] is not None else "no fp32 row to compare with")
-                   for r in ok if r["precision"] != "fp32"]
+                   for r in ok if r["precision"] != "fp32"] \
+            or [_missing("quantized_must_be_faster", "any int8 or fp16 row", "> 1")]
     if gates.max_model_mb is not None:
         checks += [_check("max_model_mb", row_name(r), round(r["size_bytes"] / 1e6, 3), gates.max_model_mb,
                           r["size_bytes"] / 1e6 <= gates.max_model_mb) for r in students] \
@@ -106,11 +107,15 @@ def _regressions(students: list[dict], limit: float, measured: dict[str, dict] |
     if measured is None:
         return [dict(_check("max_regression", "all student rows", None, limit, True,
                             "no --baseline given: nothing was compared"), status="SKIP")]
+    if not students:
+        return [_missing("max_regression", "any student row", limit)]
     out = []
     for r in students:
         m = measured.get(row_name(r))
         if m is None:
             out.append(_missing("max_regression", row_name(r) + " in the baseline", limit))
+        elif m.get("missing"):  # an artifact of this run or of the baseline could not be loaded
+            out.append(_check("max_regression", row_name(r), None, limit, False, m["missing"]))
         else:
             reg = round(m["ratio"] - 1, 4)
             out.append(_check("max_regression", row_name(r), reg, limit, reg <= limit, m.get("note", "")))
