@@ -172,6 +172,11 @@ class DataParallel(nn.parallel.DistributedDataParallel):
             return getattr(self.module, name)
 
 
+def unwrap(method: nn.Module) -> nn.Module:
+    """The method inside a DataParallel wrapper (itself otherwise): what names and cache keys describe."""
+    return method.module if isinstance(method, DataParallel) else method
+
+
 def wrap(method: nn.Module, sync_batchnorm: bool, d: Dist | None = None) -> nn.Module:
     """With world > 1: BatchNorm -> SyncBatchNorm in the trainable parts (not the frozen teacher)
     when asked, then DDP so gradients are averaged across ranks. With one process: `method`."""

@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .bench.run import BenchConfig, bench_run
+from .device import resolve_device
 from .export.formats import EXPORT_DIR, export_format
 from .export.run import PARITY_FILE, export_run
-from .device import resolve_device
 from .gate import run_gate
 from .recipe import Recipe
 from .rundir import RECIPE_FILE, SUMMARY_FILE, read_json

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from . import distributed
+from .cache import check_cacheable
 from .data import DataBundle, check_data, load_data
 from .device import resolve_device
 from .engine import Phase, Reporter, Trainer, net_accuracy
@@ -140,9 +141,8 @@ class Run:
     def _check_method(self, file: str | None) -> None:
         method = METHODS.get(self.recipe.distill.method)
         teacher = self.teacher_net if method.uses_teacher else None
-        if self.recipe.distill.teacher_cache != "off" and not method.cacheable:
-            raise BadInput(f"method {self.recipe.distill.method!r} cannot use a teacher cache", file=file,
-                           key="distill.teacher_cache", hint="use method kd or lfcc, or teacher_cache = \"off\"")
+        if self.recipe.distill.teacher_cache != "off":
+            check_cacheable(method, file)
         try:
             note = method.check(self.student_init, teacher, self.recipe.method_config())
         except BadInput as err:
