@@ -17,7 +17,7 @@ from ..recipe import Recipe, apply_overrides, read_toml, validate_recipe
 from ..rundir import RECIPE_FILE
 from .common import batch_list, calibration_batches, stack_inputs
 from .formats import EXPORT_DIR, Format
-from .parity import measure, verdict
+from .parity import compare
 
 MODELS = ("student", "teacher")
 PROBE_BATCHES = (1, 7)
@@ -85,7 +85,7 @@ class Exporter:
                     precision="fp32")
 
     def judge(self, logits: np.ndarray, precision: str) -> dict[str, Any]:
-        return verdict(measure(self.reference, logits, self.labels), getattr(self.cfg, precision))
+        return compare(self.reference, logits, self.labels, getattr(self.cfg, precision))
 
     def probe(self, session) -> dict[str, float]:
         """Max |Δlogit| at batch 1 and 7: proves the batch axis really is dynamic."""

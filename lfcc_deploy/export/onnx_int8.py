@@ -21,7 +21,7 @@ from ..bench.timing import interleaved_ms
 from ..errors import BadInput
 from .common import ort_session, quiet, require, run_session, set_metadata
 from .config import ExportConfig, Tolerance
-from .parity import measure, verdict
+from .parity import compare
 
 
 class CalibrationReader:
@@ -142,7 +142,7 @@ def quantize_best(fp32_path: Path, path: Path, cfg: ExportConfig, calibration: l
             with quiet("", "onnxruntime"):  # the quantiser warns on the root logger per skipped tensor
                 quantize(source, out, cand, calibration, cfg, op_types_out, nodes_out, input_name)
             sessions[cand] = ort_session(out, shared=True)
-            entry = verdict(measure(reference, run_session(sessions[cand], inputs), labels), tolerance)
+            entry = compare(reference, run_session(sessions[cand], inputs), labels, tolerance)
             rows.append(dict(candidate=cand, size_bytes=out.stat().st_size, **entry))
         ms = _speed(sessions, speed_x, cfg.speed_seconds)
         for row in rows:
