@@ -14,11 +14,12 @@ from typing import Any
 import torch
 
 from .data import load_data
+from .device import resolve_device
 from .models import load_weights
-from .pipeline import check_resources, make_net, resolve_device
 from .recipe import Recipe, apply_overrides, recipe_dict, validate_recipe
 from .rundir import write_json
 from .steptime import method_steps
+from .training import check_resources, make_net
 
 VARIANTS = {"ce": ["distill.method=ce"], "kd": ["distill.method=kd"], "lfcc": ["distill.method=lfcc"],
             "lfcc_cached": ["distill.method=lfcc", "distill.teacher_cache=memory"]}

@@ -16,11 +16,10 @@ from pydantic import Field, ValidationError, create_model, field_validator, mode
 
 from .errors import BadInput
 from .export.config import ExportConfig
-from .gate import GatesConfig
+from .gate_config import GatesConfig
 from .losses import METHODS
 from .schema import Strict
 
-DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
 RECIPE_DIRS = (Path("recipes"), Path(__file__).resolve().parent.parent / "recipes")
 
 

@@ -28,4 +28,4 @@ def compare(recipe: str = typer.Argument(..., help="Recipe path or name."),
         table = cmp.compare(rec, file=file, methods=[m.strip() for m in methods.split(",") if m.strip()],
                             seeds=seeds, variants=variant or [], teacher_dir=teacher, out=out_dir, device=device,
                             reporter=rep, step_rounds=step_rounds)
-    out.print(cmp.markdown(table), highlight=False, markup=False)
+    out.print(cmp.compare_markdown(table), highlight=False, markup=False)

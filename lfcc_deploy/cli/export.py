@@ -41,7 +41,8 @@ def export(run_dir: str = typer.Argument(..., help="A run directory with student
 
 
 def parity_table(parity: dict, written: list[dict], model: str) -> Table:
-    files = {r["precision"] if r["format"] != "tensorrt" else f"tensorrt-{r['precision']}": r for r in written}
+    from ..export.formats import by_name
+    files = {by_name(r["format"]).key: r for r in written}
     table = Table(title=f"{model} vs torch fp32 on {next(iter(parity.values()))['images']} test images")
     for col in ("precision", "file", "MB", "max|Δ|", "agree", "acc", "Δacc", "status"):
         table.add_column(col)

@@ -23,7 +23,7 @@ def pipeline(recipe: str = typer.Argument(..., help="Recipe path or name."),
     """Distil, export, benchmark and gate in one command, reusing what the run directory holds."""
     from ..bench.run import BenchConfig
     from ..bench.timing import TimingConfig
-    from ..stages import run_pipeline
+    from ..pipeline import run_pipeline
     rec, file = recipe_arg(recipe, set_)
     say = (lambda s: err.print(s, highlight=False))
     with reporting(err, quiet) as rep:

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .. import pipeline
+from .. import training
 from ..recipe import Recipe, list_recipes, read_toml, recipe_to_toml
 from . import app
 from .common import SET, out, recipe_arg
@@ -43,5 +43,5 @@ def check(recipe: str, resources: bool = typer.Option(False, "--resources",
     """Validate a recipe (schema only unless --resources)."""
     rec, file = recipe_arg(recipe, set_)
     if resources:
-        pipeline.check_resources(rec, file)
+        training.check_resources(rec, file)
     out.print(f"{file}: ok ({'schema and resources' if resources else 'schema'})", highlight=False)

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from .. import distributed, pipeline
+from .. import distributed, training
 from . import app
 from .common import DEVICE, FORCE, OUT, QUIET, RESUME, SET, err, out, recipe_arg
 from .progress import _pct, reporting, results_table
@@ -43,7 +43,7 @@ def train_teacher(recipe: str = typer.Argument(..., help="Recipe path or name.")
                   set_: Optional[list[str]] = SET, out_dir: Optional[str] = OUT, resume: bool = RESUME,
                   force: bool = FORCE, device: Optional[str] = DEVICE, quiet: bool = QUIET) -> None:
     """Train the recipe's teacher into the run directory (teacher.safetensors)."""
-    _train(pipeline.train_teacher, recipe, set_, out_dir, resume, force, device, quiet)
+    _train(training.train_teacher, recipe, set_, out_dir, resume, force, device, quiet)
 
 
 @app.command()
@@ -51,14 +51,14 @@ def distill(recipe: str = typer.Argument(..., help="Recipe path or name."),
             set_: Optional[list[str]] = SET, out_dir: Optional[str] = OUT, resume: bool = RESUME,
             force: bool = FORCE, device: Optional[str] = DEVICE, quiet: bool = QUIET) -> None:
     """Distil the recipe's student from its teacher (training the teacher first if needed)."""
-    _train(pipeline.distill, recipe, set_, out_dir, resume, force, device, quiet)
+    _train(training.distill, recipe, set_, out_dir, resume, force, device, quiet)
 
 
 @app.command("eval")
 def evaluate(run_dir: str = typer.Argument(..., help="A run directory."),
              device: str = typer.Option("auto", "--device", help="auto | cpu | cuda")) -> None:
     """Accuracy of every model in a run directory on its validation and test splits."""
-    res = pipeline.evaluate(run_dir, device=device)
+    res = training.evaluate_run(run_dir, device=device)
     from rich.table import Table
     table = Table(title=f"evaluation of {run_dir}")
     for col in ("artifact", "model", "params", "val acc", "test acc"):

@@ -25,7 +25,6 @@ class MethodContext:
     """What a method may need to know about the run, so the engine never branches on a method."""
 
     num_classes: int
-    num_train: int
     label_smoothing: float = 0.0
 
 
