@@ -150,6 +150,10 @@ class Run:
         if self.recipe.distill.teacher_cache != "off" and not method.cacheable:
             raise BadInput(f"method {self.recipe.distill.method!r} cannot use a teacher cache", file=file,
                            key="distill.teacher_cache", hint="use method kd or lfcc, or teacher_cache = \"off\"")
+        if self.recipe.distill.teacher_cache != "off" and self.recipe.data.augment_style() == "timm":
+            raise BadInput("the teacher cache replays stored pad-crop views; timm-style views cannot be replayed",
+                           file=file, key="distill.teacher_cache",
+                           hint="set distill.teacher_cache = \"off\", or data.augment.style = \"pad_crop\"")
         try:
             note = method.check(self.student_init, teacher, self.recipe.method_config())
         except BadInput as err:

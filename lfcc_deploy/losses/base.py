@@ -27,6 +27,11 @@ class MethodContext:
     label_smoothing: float = 0.0
 
 
+def hard_labels(y: torch.Tensor) -> torch.Tensor:
+    """Class indices from labels or from B×classes soft targets (mixup/cutmix): the dominant class."""
+    return y.argmax(1) if y.is_floating_point() else y
+
+
 class Method(nn.Module):
     Config: ClassVar[type[Strict]] = Strict
     uses_teacher: ClassVar[bool] = True
@@ -56,6 +61,7 @@ class Method(nn.Module):
         return self
 
     def ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """`y`: labels, or B×classes probabilities (mixup/cutmix), which torch's cross-entropy takes as is."""
         return F.cross_entropy(logits, y, label_smoothing=self.ctx.label_smoothing)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor,

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from ..schema import Strict
-from .base import Method
+from .base import Method, hard_labels
 
 _OFF = -1e9  # masks a logit out of a softmax; exp() underflows to exactly 0, unlike -inf no NaN appears
 
@@ -66,6 +66,6 @@ class DKD(Method):
         with torch.no_grad():
             t_logits = self.teacher(x)
         logits = self.student(x)
-        tckd, nckd = dkd_parts(logits, t_logits, y, cfg.temperature)
+        tckd, nckd = dkd_parts(logits, t_logits, hard_labels(y), cfg.temperature)  # mixup: the dominant class
         return logits, {"ce": cfg.ce_weight * self.ce(logits, y), "tckd": cfg.alpha * tckd,
                         "nckd": cfg.beta * nckd}
