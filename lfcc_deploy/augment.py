@@ -106,6 +106,7 @@ class TimmViews:
         from torch.utils.data import DataLoader
         loader = DataLoader(_Views(read, train_transform(aug, self.img_size)), batch_size=batch_size,
                             num_workers=self.workers, pin_memory=device.type == "cuda",
+                            generator=torch.Generator(),  # its worker seeds go unused; keeps the global RNG
                             sampler=list(zip(picked.tolist(), image_seeds[picked].tolist())))
         mix = Mixup(mixup_alpha=aug.mixup, cutmix_alpha=aug.cutmix, label_smoothing=0.0,
                     num_classes=self.num_classes) if aug.mixup or aug.cutmix else None
