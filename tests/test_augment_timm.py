@@ -46,6 +46,15 @@ def folder_cfg(root: Path, **timm) -> DataConfig:
                       augment={"timm": timm} if timm else {})
 
 
+def folder_recipe(tmp_path: Path, root: Path) -> Path:
+    """One epoch of tiny models on the folder at 64 px; the augmentation keys come from --set."""
+    path = tmp_path / "r.toml"
+    path.write_text(f'name = "folder64"\ndevice = "cpu"\n[data]\nname = "imagefolder"\nroot = "{root}"\n'
+                    'img_size = 64\nworkers = 0\n[teacher]\nmodel = "test_resnet"\n[teacher.train]\nepochs = 1\n'
+                    'batch_size = 16\n[student]\nmodel = "test_resnet"\n[distill]\nepochs = 1\nbatch_size = 16\n')
+    return path
+
+
 def train_batches(data, aug, **kw):
     return list(data.train.batches(8, device=CPU, train=True, augment=aug, **kw))
 
@@ -126,10 +135,7 @@ def test_ce_smooths_soft_targets_and_ofa_takes_them_as_its_target():
 
 @pytest.mark.parametrize("method", ["kd", "dkd", "ofa"])
 def test_distill_on_a_64_px_folder_with_the_field_augmentation(folder64, tmp_path, cli, monkeypatch, method):
-    recipe = tmp_path / "r.toml"
-    recipe.write_text(f'name = "folder64"\ndevice = "cpu"\n[data]\nname = "imagefolder"\nroot = "{folder64}"\n'
-                      'img_size = 64\nworkers = 0\n[teacher]\nmodel = "test_resnet"\n[teacher.train]\nepochs = 1\n'
-                      'batch_size = 16\n[student]\nmodel = "test_resnet"\n[distill]\nepochs = 1\nbatch_size = 16\n')
+    recipe = folder_recipe(tmp_path, folder64)
     seen = []
     real_ce = F.cross_entropy
 
@@ -156,9 +162,7 @@ def test_distill_on_a_64_px_folder_with_the_field_augmentation(folder64, tmp_pat
     ("distill.teacher_cache=memory", "distill.teacher_cache"),
 ])
 def test_bad_augment_keys_are_one_line_errors(folder64, tmp_path, cli, override, key):
-    recipe = tmp_path / "r.toml"
-    recipe.write_text(f'name = "f"\ndevice = "cpu"\n[data]\nname = "imagefolder"\nroot = "{folder64}"\nimg_size = 64\n'
-                      'workers = 0\n[teacher]\nmodel = "test_resnet"\n[student]\nmodel = "test_resnet"\n')
+    recipe = folder_recipe(tmp_path, folder64)
     res = cli("distill", recipe, "--out", tmp_path / "run", "--set", override)
     lines = res.err.strip().splitlines()  # the error, and at most a hint
     assert res.code == 2 and key in lines[0] and len(lines) <= 2 and lines[-1].startswith(("error", "hint")), res.err
