@@ -6,9 +6,9 @@ flip, colour jitter or RandAugment, random erasing). Per batch, on the device: t
 centre crop), built in `data` where image folders are decoded.
 
 timm's transforms draw from Python's, NumPy's and torch's global generators. Each image's view is
-drawn with all three seeded from (seed, epoch, image) and restored afterwards, so a view does not
-depend on worker count, batch size, data-parallel world size or a `--resume` in between, and
-training's own random stream is never touched.
+drawn with all three seeded from (seed, epoch, image), so a view does not depend on worker count,
+batch size, data-parallel world size or a `--resume` in between; in the main process (workers = 0,
+and mixup) they are restored afterwards, so training's own random stream is never touched.
 """
 from __future__ import annotations
 

@@ -174,8 +174,8 @@ class Source:
         for step, (x, y) in enumerate(chunks, start=start_step):
             if not timm:
                 x = to_unit_float(x, self.img_size, self.channels)
-            if train and augment is not None and not timm:
-                x = augment_batch(x, augment, _generator("augment", seed, epoch, step, *rank_part))
+                if train and augment is not None:
+                    x = augment_batch(x, augment, _generator("augment", seed, epoch, step, *rank_part))
             if with_index:
                 first = (step - start_step) * batch_size
                 yield x, y, picked[first: first + len(y)]
