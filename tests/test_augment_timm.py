@@ -14,7 +14,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file
+from test_engine import InterruptAt
 
+from lfcc_deploy import pipeline
 from lfcc_deploy.data import _generator, augment_batch, load_data
 from lfcc_deploy.losses import Method, MethodContext, hard_labels
 from lfcc_deploy.losses.ofa import ofa_loss
@@ -198,3 +201,16 @@ def test_pad_crop_path_is_unchanged_for_the_shipped_small_recipes():
         ref = to_unit_float(data.train.images[idx], rec.data.img_size, rec.data.channels)
         assert torch.equal(x, augment_batch(ref, aug, _generator("augment", 5, 2, step)))
 
+
+
+def test_ctrl_c_then_resume_replays_the_timm_views_and_mixes(folder64, tmp_path):
+    rec = load_recipe(folder_recipe(tmp_path, folder64), [
+        'data.augment.timm.randaugment="rand-m9-mstd0.5"', "data.augment.timm.mixup=0.8",
+        "data.augment.timm.cutmix=1.0", "data.augment.timm.random_erasing=0.25", "distill.epochs=2",
+        "distill.log_every=1"])
+    pipeline.distill(rec, out=tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.distill(rec, out=tmp_path / "cut", reporter=InterruptAt("student", 3))  # mid-epoch 2
+    pipeline.distill(rec, out=tmp_path / "cut", resume=True)
+    a, b = load_file(tmp_path / "straight/student_last.safetensors"), load_file(tmp_path / "cut/student_last.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
