@@ -214,3 +214,10 @@ def test_ctrl_c_then_resume_replays_the_timm_views_and_mixes(folder64, tmp_path)
     pipeline.distill(rec, out=tmp_path / "cut", resume=True)
     a, b = load_file(tmp_path / "straight/student_last.safetensors"), load_file(tmp_path / "cut/student_last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_profile_leaves_out_the_cached_row_for_timm_views(folder64, tmp_path, cli):
+    res = cli("profile", folder_recipe(tmp_path, folder64), "--steps", "3", "--json", tmp_path / "p.json")
+    assert res.code == 0, res.err
+    assert set(json.loads((tmp_path / "p.json").read_text())["methods"]) == {"ce", "kd", "lfcc"}
+    assert "cannot replay" in res.err and "lfcc / kd = " in res.out
