@@ -143,6 +143,10 @@ class Run:
         teacher = self.teacher_net if method.uses_teacher else None
         if self.recipe.distill.teacher_cache != "off":
             check_cacheable(method, file)
+            if self.recipe.data.augment_style() == "timm":
+                raise BadInput("the teacher cache replays stored pad-crop views; timm-style views cannot be replayed",
+                               file=file, key="distill.teacher_cache",
+                               hint="set distill.teacher_cache = \"off\", or data.augment.style = \"pad_crop\"")
         try:
             note = method.check(self.student_init, teacher, self.recipe.method_config())
         except BadInput as err:

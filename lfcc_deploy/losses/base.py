@@ -50,6 +50,11 @@ class RampConfig(Strict):
                                                       "epochs (0: full weight from the first step)")
 
 
+def hard_labels(y: torch.Tensor) -> torch.Tensor:
+    """Class indices from labels or from B×classes soft targets (mixup/cutmix): the dominant class."""
+    return y.argmax(1) if y.is_floating_point() else y
+
+
 class Method(nn.Module):
     Config: ClassVar[type[Strict]] = Strict
     uses_teacher: ClassVar[bool] = True
@@ -88,6 +93,7 @@ class Method(nn.Module):
         return self
 
     def ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """`y`: labels, or B×classes probabilities (mixup/cutmix), which torch's cross-entropy takes as is."""
         return F.cross_entropy(logits, y, label_smoothing=self.ctx.label_smoothing)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor,
