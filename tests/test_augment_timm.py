@@ -17,7 +17,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from test_engine import InterruptAt
 
-from lfcc_deploy import pipeline
+from lfcc_deploy import training
 from lfcc_deploy.data import _generator, augment_batch, load_data
 from lfcc_deploy.losses import Method, MethodContext, hard_labels
 from lfcc_deploy.losses.ofa import ofa_loss
@@ -128,7 +128,7 @@ def test_ce_smooths_soft_targets_and_ofa_takes_them_as_its_target():
     s, t = torch.randn(6, 5), torch.randn(6, 5)
     soft = F.softmax(torch.randn(6, 5) * 3, 1)
     hard = soft.argmax(1)
-    run = SimpleNamespace(ctx=MethodContext(num_classes=5, num_train=6, label_smoothing=0.1))
+    run = SimpleNamespace(ctx=MethodContext(num_classes=5, label_smoothing=0.1))
     smoothed = soft * 0.9 + 0.1 / 5  # what timm's mixup_target would have made with smoothing 0.1
     assert torch.allclose(Method.ce(run, s, soft), -(smoothed * F.log_softmax(s, 1)).sum(1).mean())
     assert torch.equal(hard_labels(soft), hard) and torch.equal(hard_labels(hard), hard)
@@ -208,10 +208,10 @@ def test_ctrl_c_then_resume_replays_the_timm_views_and_mixes(folder64, tmp_path)
         'data.augment.timm.randaugment="rand-m9-mstd0.5"', "data.augment.timm.mixup=0.8",
         "data.augment.timm.cutmix=1.0", "data.augment.timm.random_erasing=0.25", "distill.epochs=2",
         "distill.log_every=1"])
-    pipeline.distill(rec, out=tmp_path / "straight")
+    training.distill(rec, out=tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt):
-        pipeline.distill(rec, out=tmp_path / "cut", reporter=InterruptAt("student", 3))  # mid-epoch 2
-    pipeline.distill(rec, out=tmp_path / "cut", resume=True)
+        training.distill(rec, out=tmp_path / "cut", reporter=InterruptAt("student", 3))  # mid-epoch 2
+    training.distill(rec, out=tmp_path / "cut", resume=True)
     a, b = load_file(tmp_path / "straight/student_last.safetensors"), load_file(tmp_path / "cut/student_last.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

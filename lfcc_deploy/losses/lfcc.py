@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from .. import distributed
-from .base import Method, RampConfig
+from .base import Method, RampConfig, hard_labels
 from .blocks import LowPassBank, Projector, bank_grids, info_nce, pair_stages, pairing_note, stage_channels
 from .kd import kd_loss
 
@@ -123,7 +123,7 @@ class LFCC(Method):
         cfg = self.cfg
         t_logits, t_vecs = targets or self.teacher_targets(x)
         logits, maps = self.student.forward_stages(x, self.s_idx)
-        hard = y if y.ndim == 1 else y.argmax(1)  # soft (mixed) targets: their dominant class
+        hard = hard_labels(y)
         labels = hard if cfg.negatives == "other_classes" else None
         t_embs = [tp(tv) for tp, tv in zip(self.t_proj, t_vecs)]
         queue_labels = self.queue_labels if cfg.queue else None
