@@ -127,3 +127,15 @@ def test_resumed_run_with_a_queue_gives_the_same_losses(tmp_path):
                 if r.get("phase") == "student"]
     straight, cut = losses("straight"), losses("cut")
     assert straight and straight == cut
+
+
+def test_info_nce_runs_in_float32_inside_autocast():
+    """bfloat16 logits at τ = 0.1 keep 2–3 digits; the loss must not change under autocast."""
+    torch.manual_seed(2)
+    s, t = unit(16, 32), unit(16, 32)
+    ref = info_nce(s, t, 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = info_nce(s.bfloat16(), t.bfloat16(), 0.1)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(info_nce(s.bfloat16().float(), t.bfloat16().float(), 0.1).item(), rel=1e-6)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-2)
