@@ -139,3 +139,12 @@ def test_info_nce_runs_in_float32_inside_autocast():
     assert got.dtype == torch.float32
     assert got.item() == pytest.approx(info_nce(s.bfloat16().float(), t.bfloat16().float(), 0.1).item(), rel=1e-6)
     assert got.item() == pytest.approx(ref.item(), rel=1e-2)
+
+
+def test_a_batch_larger_than_the_queue_keeps_its_last_rows():
+    teacher, student = make("swin"), make("resnet")
+    m = LFCC(student, teacher, LFCCConfig(queue=3), MethodContext(10))
+    embs, labels = [torch.arange(5.0)[:, None].expand(5, 128)] * 2, torch.arange(5)
+    m.enqueue(embs, labels)
+    assert sorted(m.queue_labels.tolist()) == [2, 3, 4]
+    assert torch.equal(m.queue_0[:, 0][m.queue_labels.argsort()], torch.tensor([2.0, 3.0, 4.0]))

@@ -101,10 +101,11 @@ class LFCC(Method):
     def enqueue(self, t_embs: list[torch.Tensor], labels: torch.Tensor) -> None:
         """First in, first out: the global batch's teacher embeddings replace the oldest entries. Every
         data-parallel rank gathers the same rows, so the queues stay identical without a broadcast."""
-        labels = distributed.gather_with_grad(labels)
+        keep = slice(-self.cfg.queue, None)  # a global batch larger than the queue: its last rows
+        labels = distributed.gather_with_grad(labels)[keep]
         rows = (self.queue_ptr + torch.arange(len(labels), device=labels.device)) % self.cfg.queue
         for q, t in zip(self.queues(), t_embs):
-            q[rows] = distributed.gather_with_grad(t.detach().float())
+            q[rows] = distributed.gather_with_grad(t.detach().float())[keep]
         self.queue_labels[rows] = labels
         self.queue_ptr.copy_((self.queue_ptr + len(labels)) % self.cfg.queue)
 
