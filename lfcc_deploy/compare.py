@@ -12,11 +12,11 @@ from typing import Any
 
 from .errors import BadInput
 from .losses import METHODS
-from .pipeline import distill, teacher_of_run, train_teacher
 from .plots import plot_compare
 from .recipe import Recipe, apply_overrides, recipe_dict, validate_recipe
 from .rundir import RECIPE_FILE, SUMMARY_FILE, read_json, write_json, write_text
 from .steptime import method_steps
+from .training import distill, teacher_of_run, train_teacher
 
 WEAK_TEACHER_MARGIN = 0.02
 
@@ -134,7 +134,7 @@ def _finish_table(base: Recipe, teacher: dict[str, Any], rows: list[dict[str, An
                 step_reference=ref["label"], metric=key, weak_teacher=weak, rows=rows)
 
 
-def markdown(table: dict[str, Any]) -> str:
+def compare_markdown(table: dict[str, Any]) -> str:
     t, key = table["teacher"], table["metric"]
     split = "test" if key == "test_acc" else "validation"
     lines = [f"# {table['recipe']}: methods compared on {table['data']}", "",
@@ -157,5 +157,5 @@ def markdown(table: dict[str, Any]) -> str:
 
 def write_outputs(out: Path, table: dict[str, Any]) -> None:
     write_json(out / "compare.json", table)
-    write_text(out / "compare.md", markdown(table))
+    write_text(out / "compare.md", compare_markdown(table))
     plot_compare(table, out / "compare.png")

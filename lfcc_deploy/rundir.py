@@ -28,12 +28,17 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # some writers create 0600 temp files; artifacts are shareable
-        os.replace(tmp, path)
+        publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def publish(written: Path, path: Path) -> None:
+    """fsync a finished file, then rename it over `path` (same file system): all of it or nothing."""
+    with open(written, "rb+") as f:
+        os.fsync(f.fileno())
+    os.chmod(written, 0o666 & ~_UMASK)  # some writers create 0600 temp files; artifacts are shareable
+    os.replace(written, path)
 
 
 def write_text(path: Path, text: str) -> None:

@@ -8,7 +8,7 @@ import shutil
 import pytest
 from conftest import tiny_recipe_text
 
-from lfcc_deploy.pipeline import distill, evaluate
+from lfcc_deploy.training import distill, evaluate_run
 from lfcc_deploy.recipe import load_recipe
 
 FAST = ("--duration-s", "0.05", "--warmup-ms", "5", "--min-iters", "3")
@@ -49,7 +49,7 @@ def test_bench_rows_for_every_model_backend_precision_and_batch(exported, cli):
         assert r["throughput_ips"] == pytest.approx(r["batch"] * 1000 / lat["mean_ms"], rel=1e-2)
         assert r["unstable"] == (lat["cov"] > 0.10) and r["size_bytes"] > 0 and r["params"] > 0
     # accuracy really goes through each backend: torch equals `eval`, INT8 equals export's parity figure
-    acc = evaluate(exported, device="cpu")
+    acc = evaluate_run(exported, device="cpu")
     parity = json.loads((exported / "export" / "parity.json").read_text())
     for r in ok:
         if r["backend"] == "torch":

@@ -26,6 +26,11 @@ def row_key(r: dict[str, Any]) -> tuple:
     return (r["model"], r["backend"], r["precision"], r["device"], r["batch"])
 
 
+def row_name(r: dict[str, Any]) -> str:
+    """A row as people read it (gate checks and regression notes name rows this way)."""
+    return f"{r['model']} {r['backend']} {r['precision']} {r['device']} b{r['batch']}"
+
+
 def _p50(r: dict[str, Any] | None) -> float | None:
     return r["latency"]["p50_ms"] if r and r["status"] == "ok" else None
 
@@ -105,7 +110,7 @@ def _fmt(x: float | None, spec: str, suffix: str = "") -> str:
     return "—" if x is None else f"{x:{spec}}{suffix}"
 
 
-def markdown(report: dict[str, Any]) -> str:
+def report_markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     lines = [f"# Bench: {report['recipe']} ({report['run_dir']})", "",
              f"{report['config']['mode']} mode — "
@@ -149,5 +154,5 @@ def markdown(report: dict[str, Any]) -> str:
 
 def write_report(run_dir: Path, report: dict[str, Any]) -> None:
     write_json(run_dir / REPORT_JSON, report)
-    write_text(run_dir / REPORT_MD, markdown(report))
+    write_text(run_dir / REPORT_MD, report_markdown(report))
     plot_report(report, run_dir / REPORT_PNG)

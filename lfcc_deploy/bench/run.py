@@ -13,13 +13,14 @@ from typing import Any, Callable
 import torch
 
 from ..data import load_data
+from ..device import resolve_device
 from ..errors import BadInput
-from ..export.run import run_recipe
+from ..export.formats import PRECISIONS
+from ..export.job import run_recipe
 from ..models import read_state
-from ..pipeline import resolve_device
 from ..preprocess import Preprocess, pad_batch
 from ..progress import default_say
-from .backends import BACKENDS, PRECISIONS, Runner, register_all
+from .backends import BACKENDS, Runner
 from .report import derive, write_report
 from .timing import LatencyStats, TimingConfig, environment, interleaved_ms, set_cpu_threads, time_cpu, time_cuda
 
@@ -40,7 +41,6 @@ class BenchConfig:
     accuracy_images: int = 10000
 
     def check(self) -> None:
-        register_all()
         for name in ("backends", "precisions", "batches"):  # a repeated value would time a row twice
             if getattr(self, name) is not None:
                 setattr(self, name, list(dict.fromkeys(getattr(self, name))))
@@ -77,7 +77,7 @@ class Images:
         return self.u8.repeat(reps, 1, 1, 1)[:n].contiguous()
 
 
-def accuracy(runner: Runner, pre: Preprocess, images: Images) -> float:
+def deployed_accuracy(runner: Runner, pre: Preprocess, images: Images) -> float:
     """Top-1 on the split through this runner, preprocessing as deployed (static graphs get padded batches)."""
     step = runner.static_batch or 256
     correct = 0
@@ -163,28 +163,41 @@ def bench_run(run_dir: str | Path, cfg: BenchConfig, say: Callable[[str], None] 
     return report
 
 
+def _failure(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:200]}" if str(err) else type(err).__name__
+
+
+def _artifact(backend, run_dir, model, precision, device) -> tuple[Path | None, str, str]:
+    """(path, why it is missing, why finding it failed): a broken artifact (an engine without its
+    metadata) is a failed row of its own, never an error that stops the other rows."""
+    try:
+        return (*backend.artifact(run_dir, model, precision, device), "")
+    except Exception as err:
+        return None, "", _failure(err)
+
+
 def _backend_rows(backend, run_dir, model, pre, params, images, batches, cfg, threads, say) -> list[dict]:
     key = dict(model=model, backend=backend.name, device=cfg.device, mode=cfg.mode)
     ok, why = backend.available(cfg.device)
     # default: fp32 always (a missing fp32 artifact is a skipped row, not an absent one), plus what exists
     precisions = cfg.precisions or ["fp32"] + [p for p in PRECISIONS[1:]
-                                               if ok and backend.artifact(run_dir, model, p, cfg.device)[0]]
+                                               if ok and _artifact(backend, run_dir, model, p, cfg.device)[0]]
     if not ok:
         return [_row(**key, precision=p, batch=b, status="skipped", reason=why)
                 for p in (cfg.precisions or ["fp32"]) for b in batches]
     rows, runners = [], {}
     for precision in precisions:
-        path, why = backend.artifact(run_dir, model, precision, cfg.device)
+        path, why, failed = _artifact(backend, run_dir, model, precision, cfg.device)
         if path is None:
-            rows += [_row(**key, precision=precision, batch=b, status="skipped", reason=why) for b in batches]
+            rows += [_row(**key, precision=precision, batch=b, status="failed" if failed else "skipped",
+                          reason=failed or why) for b in batches]
             continue
         info = dict(file=str(path), size_bytes=path.stat().st_size, params=params)
         try:
             runner = runners[precision] = backend.load(path, precision, cfg.device, threads)
-            acc = accuracy(runner, pre, images)
+            acc = deployed_accuracy(runner, pre, images)
         except Exception as err:  # a failing backend is a row, not a crash
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}" if str(err) else type(err).__name__
-            rows += [_row(**key, precision=precision, batch=b, status="failed", reason=reason, **info)
+            rows += [_row(**key, precision=precision, batch=b, status="failed", reason=_failure(err), **info)
                      for b in batches]
             continue
         for b in batches:

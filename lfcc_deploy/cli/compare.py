@@ -31,4 +31,4 @@ def compare(recipe: str = typer.Argument(..., help="Recipe path or name."),
                             reporter=rep, step_rounds=step_rounds)
     if as_json:
         return print_json(table)
-    out.print(cmp.markdown(table), highlight=False, markup=False)
+    out.print(cmp.compare_markdown(table), highlight=False, markup=False)

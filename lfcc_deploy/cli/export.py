@@ -45,7 +45,8 @@ def export(run_dir: Optional[str] = run_arg(" with student.safetensors"), recipe
 
 
 def parity_table(parity: dict, written: list[dict], model: str) -> Table:
-    files = {r["precision"] if r["format"] != "tensorrt" else f"tensorrt-{r['precision']}": r for r in written}
+    from ..export.formats import by_name
+    files = {by_name(r["format"]).key: r for r in written}
     table = Table(title=f"{model} vs torch fp32 on {next(iter(parity.values()))['images']} test images")
     for col in ("precision", "file", "MB", "max|Δ|", "agree", "acc", "Δacc", "status"):
         table.add_column(col)

@@ -23,7 +23,7 @@ def pipeline(recipe: str = typer.Argument(..., help="Recipe path or name."),
     """Distil, export, benchmark and gate in one command, reusing what the run directory holds."""
     from ..bench.run import BenchConfig
     from ..bench.timing import TimingConfig
-    from ..stages import run_pipeline
+    from ..pipeline import run_pipeline
     rec, file = recipe_arg(recipe, set_)
     with reporting(err, quiet) as rep:
         results = run_pipeline(rec, file=file, out=out_dir, force=force, device=device, reporter=rep, say=say(quiet),

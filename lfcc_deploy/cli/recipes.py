@@ -52,6 +52,6 @@ def check(recipe: str, resources: bool = typer.Option(False, "--resources",
         raise BadInput(f"{len(errors)} error(s) in the recipe", file=errors[0].file, hint="fix them and run again")
     rec, file = recipe_arg(recipe, set_)
     if resources:
-        from ..pipeline import check_resources
+        from ..training import check_resources
         check_resources(rec, file)
     out.print(f"{file}: ok ({'schema and resources' if resources else 'schema'})", highlight=False)

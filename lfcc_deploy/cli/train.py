@@ -13,11 +13,11 @@ from .progress import pct, reporting, results_table
 
 
 def _train(job: str, recipe: str, overrides, out_dir, resume, force, device, quiet, **extra) -> dict:
-    from .. import distributed, pipeline
+    from .. import distributed, training
     started = time.perf_counter()
     rec, file = recipe_arg(recipe, overrides)
     with reporting(err, quiet) as rep:
-        summary = getattr(pipeline, job)(rec, file=file, out=out_dir, resume=resume, force=force, device=device,
+        summary = getattr(training, job)(rec, file=file, out=out_dir, resume=resume, force=force, device=device,
                                          reporter=rep, **extra)
     if not distributed.is_main():  # torchrun: rank 0 prints the results
         return summary
@@ -61,9 +61,9 @@ def distill(recipe: str = typer.Argument(..., help="Recipe path or name."),
 def evaluate(run_dir: Optional[str] = run_arg(""), recipe: Optional[str] = RUN_RECIPE,
              device: Optional[str] = DEVICE, as_json: bool = JSON) -> None:
     """Accuracy of every model in a run directory on its validation and test splits."""
-    from .. import pipeline
+    from ..training import evaluate_run
     run_dir = find_run(run_dir, recipe)
-    res = pipeline.evaluate(run_dir, device=device)
+    res = evaluate_run(run_dir, device=device)
     if as_json:
         return print_json(res)
     from rich.table import Table
