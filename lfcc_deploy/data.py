@@ -134,6 +134,7 @@ class Source:
 
     labels: Tensor  # int64 [N] on the CPU
     views: TimmViews | None = None  # set when data.augment.style resolves to "timm"
+    resize: str = "interpolate"  # set by load_data from data.resize; subsets inherit it
 
     def __init__(self, labels: Tensor, channels: int, img_size: int):
         self.labels, self.channels, self.img_size = labels, channels, img_size
@@ -173,7 +174,7 @@ class Source:
             chunks = self._uint8_batches(picked, batch_size, device)
         for step, (x, y) in enumerate(chunks, start=start_step):
             if not timm:
-                x = to_unit_float(x, self.img_size, self.channels)
+                x = to_unit_float(x, self.img_size, self.channels, self.resize)
                 if train and augment is not None:
                     x = augment_batch(x, augment, _generator("augment", seed, epoch, step, *rank_part))
             if with_index:
@@ -199,9 +200,12 @@ class Source:
         return tuple(mean.tolist()) * reps, tuple(std.tolist()) * reps
 
     def subset(self, indices: Tensor) -> Source:
-        part = self._subset(indices)
-        part.views = self.views
-        return part
+        child = self._subset(indices)
+        child.resize, child.views = self.resize, self.views
+        return child
+
+    def _subset(self, indices: Tensor) -> Source:
+        raise NotImplementedError
 
 
 class TensorSource(Source):
@@ -302,6 +306,7 @@ class DataBundle:
     class_names: list[str]
     channels: int
     img_size: int
+    resize: str
     train: Source
     val: Source
     test: Source | None
@@ -524,7 +529,9 @@ def _identity(cfg: DataConfig, root: str | None, *sources: Source | None) -> str
         labels.update(b"none|" if s is None else s.labels.numpy().tobytes() + b"|")
     blob = json.dumps({"name": cfg.name, "root": root, "split_seed": cfg.split_seed,
                        "val_fraction": cfg.val_fraction, "labels": labels.hexdigest(),
-                       "sizes": [None if s is None else len(s) for s in sources]}, sort_keys=True)
+                       "sizes": [None if s is None else len(s) for s in sources],
+                       **({"resize": cfg.resize} if cfg.resize != "interpolate" else {})},  # older hashes stay valid
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -532,13 +539,16 @@ def load_data(cfg: DataConfig, *, file: str | None = None) -> DataBundle:
     """Load `cfg.name`, carve the seeded stratified validation split from train, and
     fingerprint the result. `file` is the recipe, named in errors."""
     full, test, class_names, root = _DATASETS[cfg.name][0](cfg, file)
+    for source in (full, test):
+        if source is not None:
+            source.resize = cfg.resize
     if cfg.augment_style() == "timm":
         full.views = TimmViews(len(class_names), cfg.channels, cfg.img_size, cfg.workers)
     rest, held = _split(full.labels, cfg.val_fraction, cfg.split_seed)
     train, val = full.subset(rest), full.subset(held)
     mean, std = train.pixel_stats()
     return DataBundle(name=cfg.name, class_names=class_names, channels=cfg.channels,
-                      img_size=cfg.img_size, train=train, val=val, test=test, mean=mean, std=std,
+                      img_size=cfg.img_size, resize=cfg.resize, train=train, val=val, test=test, mean=mean, std=std,
                       identity=_identity(cfg, root, train, val, test))
 
 
