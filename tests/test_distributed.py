@@ -148,7 +148,7 @@ def test_torchrun_distill_lfcc_interrupted_then_resumed(tmp_path):
     interrupted = torch.load(ckpt, weights_only=True)
     assert not interrupted["done"] and interrupted["world"] == 2, "finished before it could be interrupted"
 
-    code, stdout, err = _finish(_torchrun("distill", recipe, "--out", out, "--quiet", "--resume"))
+    code, stdout, err = _finish(_torchrun("distill", recipe, "--out", out, "--resume"))  # progress on: it says where
     assert code == 0, err[-3000:]
     assert "resuming at step" in err and stdout.count("distilled student (lfcc)") == 1  # rank 0 prints
 
@@ -161,7 +161,7 @@ def test_torchrun_distill_lfcc_interrupted_then_resumed(tmp_path):
     student_epochs = [("student", e) for e in range(1, epochs + 1)]
     assert [(r["phase"], r["epoch"]) for r in lines] == [("teacher", 1)] + student_epochs  # once each, rank 0
     names = sorted(p.name for p in out.iterdir() if ".tmp-" not in p.name)  # a kill can leave a temp file
-    assert names == [".lock", "checkpoint", "curves.png", "metrics.jsonl", "recipe.toml", "student.safetensors",
+    assert names == [".lock", "checkpoint", "curves.png", "metrics.csv", "metrics.jsonl", "recipe.toml", "student.safetensors",
                      "student_last.safetensors", "summary.json", "teacher.safetensors", "teacher_last.safetensors"]
     assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["student.pt", "teacher.pt"]
 
