@@ -20,7 +20,8 @@ from ..pipeline import resolve_device
 from ..preprocess import Preprocess, pad_batch
 from .backends import BACKENDS, PRECISIONS, Runner, register_all
 from .report import derive, write_report
-from .timing import LatencyStats, TimingConfig, environment, set_cpu_threads, time_cpu, time_cuda
+from .timing import (LatencyStats, TimingConfig, compute_samples, environment, set_cpu_threads, summarize,
+                     time_cpu)
 
 MODELS = ("student", "teacher")
 MODES = ("compute", "e2e")
@@ -94,11 +95,7 @@ def time_batch(runner: Runner, pre: Preprocess, images: Images, batch: int, cfg:
     """compute: the model call with inputs already on the device; e2e: uint8 on the host -> logits on the host."""
     u8 = images.batch(batch)
     if cfg.mode == "compute":
-        x = pre(u8.to(runner.device))
-        fn: Callable[[], Any] = lambda: runner.run(x)
-        if runner.cuda_events:
-            return time_cuda(fn, cfg.timing)
-        return time_cpu(lambda: (fn(), runner.sync()), cfg.timing)
+        return summarize(compute_samples(runner, pre(u8.to(runner.device)), cfg.timing))
     if runner.device.type == "cuda":
         u8 = u8.pin_memory()
     return time_cpu(lambda: runner.run(pre(u8.to(runner.device, non_blocking=True))).cpu(), cfg.timing)
