@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..data import load_data, stratified_subset
+from ..data import DataBundle, load_data, stratified_subset
 from ..errors import BadInput, CheckFailed
 from ..models import Net, load_net
 from ..preprocess import Preprocess, pad_batch
@@ -42,7 +42,8 @@ def run_recipe(run_dir: Path, overrides: list[str]) -> tuple[Recipe, str]:
 class Exporter:
     """One export job: the model, its reference logits on the test images, calibration images."""
 
-    def __init__(self, run_dir: Path, recipe: Recipe, file: str, model: str, say: Callable[[str], None]):
+    def __init__(self, run_dir: Path, recipe: Recipe, file: str, model: str, say: Callable[[str], None],
+                 data: DataBundle | None = None):
         if model not in MODELS:
             raise BadInput(f"--model must be one of {', '.join(MODELS)} (got {model!r})")
         weights = run_dir / f"{model}.safetensors"
@@ -53,7 +54,7 @@ class Exporter:
         self.out = run_dir / EXPORT_DIR
         self.net: Net = load_net(weights).eval()
         self.pre = Preprocess.of(self.net.spec)
-        data = load_data(recipe.data, file=file)
+        data = data or load_data(recipe.data, file=file)
         self.split = "test" if data.test is not None else "val"
         x, y = stack_inputs(data.test if data.test is not None else data.val, self.pre, self.cfg.parity_images)
         if not self.cfg.dynamic_batch:  # a static graph takes whole batches only
@@ -198,12 +199,13 @@ def _preflight_trt() -> None:
 def export_run(run_dir: str | Path, *, model: str = "student", onnx: bool = True, int8: bool = False,
                fp16: bool = False, trt: bool = False, overrides: list[str] | None = None,
                say: Callable[[str], None] = lambda _: None, check: bool = True,
-               config: ExportConfig | None = None) -> dict[str, Any]:
+               config: ExportConfig | None = None, data: DataBundle | None = None) -> dict[str, Any]:
     """Export one model of a run directory; returns the summary also written to export/export.json.
 
     With `check`, raises CheckFailed (exit 1) after writing parity.json when a precision is outside
     its tolerance; artifacts outside tolerance are never written. `config` replaces the run's own
-    [export] table (the pipeline passes the one from the recipe it was given).
+    [export] table (the pipeline passes the one from the recipe it was given); `data`, the run's dataset
+    already loaded (`students` exports dozens of runs of one dataset).
     """
     run_dir = Path(run_dir)
     recipe, file = run_recipe(run_dir, overrides or [])
@@ -216,7 +218,7 @@ def export_run(run_dir: str | Path, *, model: str = "student", onnx: bool = True
         raise BadInput(f"--no-onnx needs an existing {fp32}", hint="drop --no-onnx to export it now")
     for package in ("onnx", "onnxruntime"):
         require(package)
-    job = Exporter(run_dir, recipe, file, model, say)
+    job = Exporter(run_dir, recipe, file, model, say, data)
     results: list[ExportResult] = []
     parity: dict[str, Any] = {}
     with RunLock(run_dir, hint="wait for it to finish"):

@@ -39,7 +39,8 @@ def distil_rows(base: Recipe, file: str, picks: list[dict[str, Any]], cfg, out: 
     for row in picks:
         deployed = dict(row, run_dir=row["distill_dir"], status="ok", reason="")
         say(f"students: exporting the trained {row['label']}")
-        path = export_artifact(deployed, cfg.backend, cfg.precision, device, base.export, say=lambda _: None)
+        path = export_artifact(deployed, cfg.backend, cfg.precision, device, base.export, data,
+                               say=lambda _: None)
         runner = load_runner(deployed, path, cfg.backend, cfg.precision, device, cfg.batch, threads, data) \
             if path else None
         row["deployed"].update(status=deployed["status"], stage=deployed["stage"], reason=deployed["reason"],

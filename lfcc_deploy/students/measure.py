@@ -80,14 +80,14 @@ def build_candidate(cand: Candidate, base: Recipe, file: str, data, run_dir: Pat
 
 
 def export_artifact(row: dict[str, Any], backend: str, precision: str, device: str, config: ExportConfig,
-                    say: Callable[[str], None]) -> Path | None:
+                    data, say: Callable[[str], None]) -> Path | None:
     """Export the row's run directory as the backend needs and return the file it runs, else None with
     the row marked failed. fp32 ONNX is always exported and checked: deployable means exportable."""
     run_dir = Path(row["run_dir"])
     trt = backend == "tensorrt"
     try:
         summary = export_run(run_dir, int8=precision == "int8", fp16=precision == "fp16", trt=trt, check=False,
-                             config=config, say=say)
+                             config=config, data=data, say=say)
     except Exception as err:  # export raises anything from torch.export to onnxruntime
         summary, failure = None, reason_of(err)
     else:

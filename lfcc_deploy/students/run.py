@@ -8,6 +8,7 @@ student with a latency gate for the budget, ready for `pipeline`.
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -97,21 +98,32 @@ def find_students(base: Recipe, cfg: StudentsConfig, *, file: str, out: str | Pa
     cands = select(cfg.families, cfg.candidates, cfg.only)
     out = Path(out) if out else Path("runs") / f"{base.name}-students"
     data = load_data(base.data, file=file)
-    threads = set_cpu_threads(cfg.threads) if device == "cpu" else (cfg.threads or torch.get_num_threads())
+    threads = cfg.threads or ((os.cpu_count() or 1) if device == "cpu" else torch.get_num_threads())
     export_cfg = probe_export_config(base.export)
+    # building and exporting are not timed and run small tensors, where intra-op threads only add
+    # barriers (on a loaded machine a descheduled thread stalls every op): one thread until timing
+    torch.set_num_threads(1)
     with RunLock(out):
         rows, loaded = [], {}
         for cand in cands:
             say(f"students: {cand.label} ({cand.family}): build, export, load")
+            t0 = time.perf_counter()
             row = build_candidate(cand, base, file, data, out / "candidates" / cand.label)
-            path = export_artifact(row, cfg.backend, cfg.precision, device, export_cfg, say=lambda _: None) \
+            t1 = time.perf_counter()
+            path = export_artifact(row, cfg.backend, cfg.precision, device, export_cfg, data,
+                                   say=lambda _: None) \
                 if row["status"] == "ok" else None
+            t2 = time.perf_counter()
             runner = load_runner(row, path, cfg.backend, cfg.precision, device, cfg.batch, threads, data) \
                 if path else None
             if runner:
                 loaded[row["label"]] = runner
+            row["seconds"] = dict(build=round(t1 - t0, 2), export=round(t2 - t1, 2),
+                                  load=round(time.perf_counter() - t2, 2))
             rows.append(row)
         measured_s = time.perf_counter() - started
+        if device == "cpu":
+            set_cpu_threads(threads)
         say(f"students: timing {len(loaded)} candidates interleaved, {cfg.rounds} rounds of "
             f"{cfg.timing.duration_s / cfg.rounds:.2f} s each")
         for label, result in time_interleaved(loaded, cfg.timing, cfg.rounds, cfg.percentile).items():
