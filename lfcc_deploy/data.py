@@ -126,6 +126,7 @@ class Source:
     `_stats_batches` (uint8 CPU batches to measure)."""
 
     labels: Tensor  # int64 [N] on the CPU
+    resize: str = "interpolate"  # set by load_data from data.resize; subsets inherit it
 
     def __init__(self, labels: Tensor, channels: int, img_size: int):
         self.labels, self.channels, self.img_size = labels, channels, img_size
@@ -157,7 +158,7 @@ class Source:
         picked = order[start_step * batch_size:end]
         chunks = self._uint8_batches(picked, batch_size, device)
         for step, (x, y) in enumerate(chunks, start=start_step):
-            x = to_unit_float(x, self.img_size, self.channels)
+            x = to_unit_float(x, self.img_size, self.channels, self.resize)
             if train and augment is not None:
                 parts = ("augment", seed, epoch, step) + ((rank,) if world > 1 else ())
                 x = augment_batch(x, augment, _generator(*parts))
@@ -184,6 +185,11 @@ class Source:
         return tuple(mean.tolist()) * reps, tuple(std.tolist()) * reps
 
     def subset(self, indices: Tensor) -> Source:
+        child = self._subset(indices)
+        child.resize = self.resize
+        return child
+
+    def _subset(self, indices: Tensor) -> Source:
         raise NotImplementedError
 
 
@@ -198,7 +204,7 @@ class TensorSource(Source):
         self.images = images
         self._on_device: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
-    def subset(self, indices: Tensor) -> TensorSource:
+    def _subset(self, indices: Tensor) -> TensorSource:
         return TensorSource(self.images[indices], self.labels[indices], self.channels,
                             self.img_size)
 
@@ -233,7 +239,7 @@ class FolderSource(Source):
                          img_size)
         self.dataset, self.index, self.workers = dataset, index, workers
 
-    def subset(self, indices: Tensor) -> FolderSource:
+    def _subset(self, indices: Tensor) -> FolderSource:
         return FolderSource(self.dataset, self.index[indices], self.channels, self.img_size,
                             self.workers)
 
@@ -258,6 +264,7 @@ class DataBundle:
     class_names: list[str]
     channels: int
     img_size: int
+    resize: str
     train: Source
     val: Source
     test: Source | None
@@ -479,7 +486,9 @@ def _identity(cfg: DataConfig, root: str | None, *sources: Source | None) -> str
         labels.update(b"none|" if s is None else s.labels.numpy().tobytes() + b"|")
     blob = json.dumps({"name": cfg.name, "root": root, "split_seed": cfg.split_seed,
                        "val_fraction": cfg.val_fraction, "labels": labels.hexdigest(),
-                       "sizes": [None if s is None else len(s) for s in sources]}, sort_keys=True)
+                       "sizes": [None if s is None else len(s) for s in sources],
+                       **({"resize": cfg.resize} if cfg.resize != "interpolate" else {})},  # older hashes stay valid
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -487,11 +496,14 @@ def load_data(cfg: DataConfig, *, file: str | None = None) -> DataBundle:
     """Load `cfg.name`, carve the seeded stratified validation split from train, and
     fingerprint the result. `file` is the recipe, named in errors."""
     full, test, class_names, root = _DATASETS[cfg.name][0](cfg, file)
+    for source in (full, test):
+        if source is not None:
+            source.resize = cfg.resize
     rest, held = _split(full.labels, cfg.val_fraction, cfg.split_seed)
     train, val = full.subset(rest), full.subset(held)
     mean, std = train.pixel_stats()
     return DataBundle(name=cfg.name, class_names=class_names, channels=cfg.channels,
-                      img_size=cfg.img_size, train=train, val=val, test=test, mean=mean, std=std,
+                      img_size=cfg.img_size, resize=cfg.resize, train=train, val=val, test=test, mean=mean, std=std,
                       identity=_identity(cfg, root, train, val, test))
 
 

@@ -264,6 +264,7 @@ class Trainer:
         tick = (t0, st["step"])
         self.method.train()
         for x, y, targets in self._batches(epoch, start):
+            self.method.set_progress(st["step"], self.spe, self.total)
             logits, losses, loss = train_step(self.method, self.opt, x, y, self.device, cfg.grad_clip, targets)
             self.sched.step()
             acc["bad_step"] = torch.where((acc["bad_step"] < 0) & ~torch.isfinite(loss),

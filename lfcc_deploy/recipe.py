@@ -36,6 +36,8 @@ class DataConfig(Strict):
     name: Literal["digits", "fashion_mnist", "cifar10", "cifar100", "imagefolder"]
     root: str | None = Field(None, description="data folder; default per dataset")
     img_size: int = Field(32, ge=8, le=1024)
+    resize: Literal["interpolate", "pad"] = Field(
+        "interpolate", description="images smaller than img_size: bilinear resize, or centred zero padding")
     channels: Literal[1, 3] = 3
     val_fraction: float = Field(0.1, gt=0, lt=1, description="seeded validation split of train")
     split_seed: int = 0
