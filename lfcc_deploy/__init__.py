@@ -7,9 +7,9 @@ Python API (the CLI is a thin layer over these):
 """
 __version__ = "0.1.0"
 
-_API = {"load_recipe": "recipe", "train_teacher": "pipeline", "distill": "pipeline", "evaluate": "pipeline",
+_API = {"load_recipe": "recipe", "train_teacher": "training", "distill": "training", "evaluate_run": "training",
         "export_run": "export.run", "bench_run": "bench.run", "BenchConfig": "bench.run", "run_gate": "gate",
-        "run_pipeline": "stages", "predict_files": "predict"}
+        "run_pipeline": "pipeline", "predict_files": "predict"}
 
 
 def __getattr__(name: str):

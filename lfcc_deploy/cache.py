@@ -24,7 +24,7 @@ import torch
 from . import distributed
 from .data import Source, _generator, apply_augment, augment_params
 from .errors import BadInput
-from .losses import Method
+from .losses import METHODS, Method
 from .recipe import Augment
 
 FORMAT = 1
@@ -69,15 +69,25 @@ def _teacher_hash(method: Method) -> str:
     return h.hexdigest()
 
 
+def check_cacheable(cls: type[Method], file: str | None = None) -> None:
+    """The one rule for `teacher_cache`: only methods that declare `cacheable` may use one."""
+    if cls.cacheable:
+        return
+    ok = [name for name, c in METHODS.items() if c.cacheable]
+    name = next((n for n, c in METHODS.items() if c is cls), cls.__name__.lower())
+    raise BadInput(f"method {name!r} cannot use a teacher cache", file=file, key="distill.teacher_cache",
+                   hint=f"use method {' or '.join(ok)}, or teacher_cache = \"off\"")
+
+
 def cache_key(method: Method, identity: str, subset: torch.Tensor, aug: Augment, views: int, seed: int,
               dtype: str) -> str:
     """Everything that changes what the cache holds; a different key means rebuild, never reuse."""
     spec = method.teacher.spec
-    parts = dict(format=FORMAT, method=type(method).__name__, fingerprint=method.cache_fingerprint(),
+    parts = dict(format=FORMAT, method=type(distributed.unwrap(method)).__name__, fingerprint=method.cache_fingerprint(),
                  teacher=_teacher_hash(method), data=identity,
                  subset=hashlib.sha256(subset.numpy().tobytes()).hexdigest(),
                  img_size=spec.img_size, channels=spec.in_chans, mean=spec.mean, std=spec.std,
-                 augment=aug.model_dump(), views=views, view_seed=seed, dtype=dtype)
+                 augment=aug.model_dump(exclude={"style", "timm"}), views=views, view_seed=seed, dtype=dtype)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -103,9 +113,7 @@ def prepare_cache(method: Method, source: Source, subset: torch.Tensor, identity
                   *, mode: str, views: int, seed: int, dtype: str, run_dir: Path, device: torch.device,
                   batch: int = 256, say: Callable[[str], None] = lambda _: None) -> TeacherCache:
     """Load the cache from the run directory when its key matches (disk mode), else build it."""
-    if not method.cacheable:
-        raise BadInput(f"{type(method).__name__.lower()} cannot use a teacher cache", key="distill.teacher_cache",
-                       hint="use method kd or lfcc, or teacher_cache = \"off\"")
+    check_cacheable(type(distributed.unwrap(method)))
     key = cache_key(method, identity, subset, aug, views, seed, dtype)
     folder = run_dir / "cache" / f"teacher-{key}"
     if mode == "disk" and distributed.current().world > 1:  # rank 0 builds and writes, every rank maps it

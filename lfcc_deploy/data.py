@@ -2,9 +2,10 @@
 
 Small datasets are held whole as uint8 at native resolution and moved to the device
 once; image folders are decoded by DataLoader workers. Either way float conversion,
-resizing and augmentation run on the device, and every random choice comes from a
-generator seeded by (seed, epoch[, step]), so a run resumed at step k sees exactly the
-batches an uninterrupted run would.
+resizing and the pad-crop augmentation run on the device; with `data.augment.style = "timm"`
+the training views come from timm's transforms in DataLoader workers instead (`augment`).
+Every random choice comes from a generator seeded by (seed, epoch[, step or image]), so a
+run resumed at step k sees exactly the batches an uninterrupted run would.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .augment import SEED_RANGE, TimmViews, eval_transform
 from .errors import BadInput
 from .preprocess import convert_channels, to_unit_float
 
@@ -57,6 +59,11 @@ def _generator(*parts: object) -> torch.Generator:
     """A CPU generator whose seed mixes all parts, so (seed, epoch, step) never collide."""
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def _seed(*parts: object) -> int:
+    """A seed for timm's global-RNG transforms, mixed from all parts like `_generator`'s."""
+    return _generator(*parts).initial_seed() % SEED_RANGE
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -121,11 +128,12 @@ def augment_batch(x: Tensor, aug: Augment, generator: torch.Generator) -> Tensor
 
 
 class Source:
-    """One split as a stream of float batches on the device. Subclasses supply `subset`,
-    `_uint8_batches` (uint8 x and labels on the device, in the given order) and
-    `_stats_batches` (uint8 CPU batches to measure)."""
+    """One split as a stream of float batches on the device. Subclasses supply `_subset`,
+    `_uint8_batches` (uint8 x and labels on the device, in the given order), `_stats_batches`
+    (uint8 CPU batches to measure) and `_reader` (position -> RGB PIL image, for timm's views)."""
 
     labels: Tensor  # int64 [N] on the CPU
+    views: TimmViews | None = None  # set when data.augment.style resolves to "timm"
     resize: str = "interpolate"  # set by load_data from data.resize; subsets inherit it
 
     def __init__(self, labels: Tensor, channels: int, img_size: int):
@@ -156,12 +164,19 @@ class Source:
         order = order[rank: len(order) // world * world: world] if world > 1 else order
         end = min(len(order), self.steps_per_epoch(batch_size, train, world) * batch_size)
         picked = order[start_step * batch_size:end]
-        chunks = self._uint8_batches(picked, batch_size, device)
+        rank_part = (rank,) if world > 1 else ()
+        timm = train and augment is not None and self.views is not None
+        if timm:  # float views (and soft targets with mixup) from timm's transforms in the workers
+            seeds = torch.randint(SEED_RANGE, (len(self),), generator=_generator("views", seed, epoch))
+            chunks = self.views.batches(augment.timm, self._reader(), self.labels, picked, batch_size, device,
+                                        seeds, lambda step: _seed("mix", seed, epoch, step, *rank_part), start_step)
+        else:
+            chunks = self._uint8_batches(picked, batch_size, device)
         for step, (x, y) in enumerate(chunks, start=start_step):
-            x = to_unit_float(x, self.img_size, self.channels, self.resize)
-            if train and augment is not None:
-                parts = ("augment", seed, epoch, step) + ((rank,) if world > 1 else ())
-                x = augment_batch(x, augment, _generator(*parts))
+            if not timm:
+                x = to_unit_float(x, self.img_size, self.channels, self.resize)
+                if train and augment is not None:
+                    x = augment_batch(x, augment, _generator("augment", seed, epoch, step, *rank_part))
             if with_index:
                 first = (step - start_step) * batch_size
                 yield x, y, picked[first: first + len(y)]
@@ -186,7 +201,7 @@ class Source:
 
     def subset(self, indices: Tensor) -> Source:
         child = self._subset(indices)
-        child.resize = self.resize
+        child.resize, child.views = self.resize, self.views
         return child
 
     def _subset(self, indices: Tensor) -> Source:
@@ -218,17 +233,41 @@ class TensorSource(Source):
     def _stats_batches(self):
         return self.images.split(4096)
 
+    def _reader(self):
+        return _TensorImages(self.images)
+
+
+class _TensorImages:
+    """Position -> RGB PIL image of a uint8 N×C×H×W tensor (picklable for DataLoader workers)."""
+
+    def __init__(self, images: Tensor):
+        self.images = images
+
+    def __call__(self, i: int):
+        from PIL import Image
+        a = self.images[i].permute(1, 2, 0).numpy()
+        return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a).convert("RGB")
+
+
+class _FolderImages:
+    """Position -> RGB PIL image of an ImageFolder's rows `index`, undecoded by its own transform."""
+
+    def __init__(self, dataset, index: Tensor):
+        self.dataset, self.index = dataset, index
+
+    def __call__(self, i: int):
+        return self.dataset.loader(self.dataset.samples[int(self.index[i])][0]).convert("RGB")
+
 
 class _Decode:
-    """Worker-side transform: decode to L/RGB, resize the short side, centre-crop, uint8 C×H×W."""
+    """Worker-side transform: decode to L/RGB, then timm's evaluation crop (resize the short side to
+    size / crop_pct, centre-crop size), uint8 C×H×W. crop_pct = 1 unless data.augment.style is timm."""
 
-    def __init__(self, channels: int, size: int):
-        self.mode, self.size = ("L" if channels == 1 else "RGB"), size
+    def __init__(self, channels: int, size: int, crop_pct: float = 1.0):
+        self.mode, self.crop = ("L" if channels == 1 else "RGB"), eval_transform(size, crop_pct)
 
     def __call__(self, img):
-        from torchvision.transforms import functional as TF
-        img = TF.center_crop(TF.resize(img.convert(self.mode), self.size), self.size)
-        return TF.pil_to_tensor(img)
+        return self.crop(img.convert(self.mode))
 
 
 class FolderSource(Source):
@@ -254,6 +293,9 @@ class FolderSource(Source):
         sample = stratified_subset(self.labels, min(1.0, STATS_SAMPLES / max(len(self), 1)), 0)
         chunks = self._uint8_batches(sample, 64, torch.device("cpu"))
         return (x for x, _ in chunks)
+
+    def _reader(self):
+        return _FolderImages(self.dataset, self.index)
 
 
 @dataclass
@@ -431,10 +473,11 @@ def _image_folders(cfg: DataConfig, file: str | None):
     """(root, train, val or None) ImageFolders; val/ must hold exactly train/'s classes."""
     from torchvision.datasets import ImageFolder
     root = _root(cfg, file)
+    crop_pct = cfg.augment.timm.crop_pct if cfg.augment_style() == "timm" else 1.0
 
     def folder(split: str):
         try:
-            return ImageFolder(str(root / split), transform=_Decode(cfg.channels, cfg.img_size))
+            return ImageFolder(str(root / split), transform=_Decode(cfg.channels, cfg.img_size, crop_pct))
         except FileNotFoundError as err:  # no folder, no class folders, or no images
             raise BadInput(str(err), file=str(root / split), key="data.root",
                            hint=ROOT_HINTS["imagefolder"]) from None
@@ -499,6 +542,8 @@ def load_data(cfg: DataConfig, *, file: str | None = None) -> DataBundle:
     for source in (full, test):
         if source is not None:
             source.resize = cfg.resize
+    if cfg.augment_style() == "timm":
+        full.views = TimmViews(len(class_names), cfg.channels, cfg.img_size, cfg.workers)
     rest, held = _split(full.labels, cfg.val_fraction, cfg.split_seed)
     train, val = full.subset(rest), full.subset(held)
     mean, std = train.pixel_stats()

@@ -21,8 +21,6 @@ from torch import nn
 
 from .errors import BadInput, LfccError
 
-LR_SCALING = ("none", "linear", "sqrt")
-
 
 @dataclass(frozen=True)
 class Dist:
@@ -172,6 +170,11 @@ class DataParallel(nn.parallel.DistributedDataParallel):
             if name == "module":
                 raise
             return getattr(self.module, name)
+
+
+def unwrap(method: nn.Module) -> nn.Module:
+    """The method inside a DataParallel wrapper (itself otherwise): what names and cache keys describe."""
+    return method.module if isinstance(method, DataParallel) else method
 
 
 def wrap(method: nn.Module, sync_batchnorm: bool, d: Dist | None = None) -> nn.Module:

@@ -8,10 +8,9 @@ bit-for-bit; Ctrl-C finishes the current step, checkpoints, then stops.
 from __future__ import annotations
 
 import json
-import math
 import signal
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,8 +20,10 @@ import torch
 from . import distributed
 from .data import DataBundle, Source, stratified_subset
 from .errors import BadInput, Diverged
-from .losses import Method
+from .losses import Method, hard_labels
+from .metrics_log import TensorBoardLog, write_csv
 from .models import Net, load_weights, param_count, save_net
+from .optim import autocast, lr_lambda, make_optimizer, train_step
 from .recipe import Augment, TrainConfig
 from .rundir import atomic_write, write_text
 
@@ -46,53 +47,8 @@ class Phase:
     extra: dict[str, Any] = field(default_factory=dict)  # recorded in the result (method name, ...)
 
 
-def lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
-    total = cfg.epochs * steps_per_epoch
-    warm = min(int(cfg.warmup * steps_per_epoch), total - 1)
-
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = (step - warm) / max(1, total - warm)
-        return {"cosine": 0.5 * (1 + math.cos(math.pi * t)), "linear": 1 - t, "constant": 1.0}[cfg.schedule]
-    return factor
-
-
-def make_optimizer(method: Method, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """No weight decay on biases and norm scales (1-d tensors): standard practice for both families."""
-    params = [p for p in method.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim > 1], "weight_decay": cfg.weight_decay},
-              {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0}]
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
-    cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    try:  # one fused kernel instead of a loop over parameters: the step stays cheap for small students
-        return cls(groups, lr=cfg.lr, fused=True)
-    except (RuntimeError, TypeError):
-        return cls(groups, lr=cfg.lr)
-
-
-def autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-def train_step(method: Method, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               device: torch.device, grad_clip: float | None = None, targets=None):
-    """One optimisation step; returns (logits, losses, total loss) without syncing with the device.
-    `targets`: cached teacher outputs for this very batch (the teacher forward is skipped)."""
-    with autocast(device):
-        logits, losses = method(x, y) if targets is None else method(x, y, targets)
-    loss = sum(losses.values())
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(method.parameters(), grad_clip)
-    opt.step()
-    return logits, losses, loss
-
-
 @torch.inference_mode()
-def accuracy(net: Net, source: Source, device: torch.device, batch_size: int = 512) -> float:
+def net_accuracy(net: Net, source: Source, device: torch.device, batch_size: int = 512) -> float:
     was = net.training
     net.eval()
     correct = torch.zeros((), dtype=torch.long, device=device)
@@ -134,21 +90,24 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def write_metrics(run_dir: Path, phase: str, history: list[dict]) -> None:
-    """metrics.jsonl = other phases' lines + this phase's history as of its checkpoint."""
+    """metrics.jsonl = other phases' lines + this phase's history as of its checkpoint; metrics.csv the same."""
     if not distributed.is_main():  # data-parallel ranks: rank 0 writes
         return
     path = run_dir / "metrics.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
-    keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("phase") != phase]
-    write_text(path, "".join(ln + "\n" for ln in keep + [json.dumps(r) for r in history]))
+    keep = [json.loads(ln) for ln in lines if ln.strip() and json.loads(ln).get("phase") != phase]
+    write_text(path, "".join(json.dumps(r) + "\n" for r in keep + history))
+    write_csv(run_dir, keep + history)
 
 
 class Trainer:
     """Runs one `Phase` to completion inside `run_dir`, resuming from its checkpoint if present."""
 
     def __init__(self, phase: Phase, data: DataBundle, augment: Augment | None, run_dir: Path,
-                 device: torch.device, reporter: Reporter, checkpoint_minutes: float = 5.0):
-        self.p, self.data, self.augment = phase, data, augment
+                 device: torch.device, reporter: Reporter, checkpoint_minutes: float = 5.0,
+                 tensorboard: bool = False):
+        self.p, self.data, self.augment, self.tensorboard = phase, data, augment, tensorboard
+        self.tb: TensorBoardLog | None = None
         self.run_dir, self.device = Path(run_dir), device
         self.reporter, self.ckpt_every_s = reporter, checkpoint_minutes * 60
         cfg = phase.cfg
@@ -207,10 +166,15 @@ class Trainer:
         self._prepare_cache()
         self._compile()
         self.reporter.start(self.p.name, self.total, self.state["step"])
-        with graceful_interrupt() as interrupt:
-            while self.state["step"] < self.total:
-                self._epoch(interrupt)
-        return self._finish()
+        self.tb = TensorBoardLog(self.run_dir, self.p.name) if self.tensorboard and self.dist.is_main() else None
+        try:
+            with graceful_interrupt() as interrupt:
+                while self.state["step"] < self.total:
+                    self._epoch(interrupt)
+            return self._finish()
+        finally:
+            if self.tb is not None:
+                self.tb.close()
 
     def _prepare_cache(self) -> None:
         mode = getattr(self.p.cfg, "teacher_cache", "off")
@@ -260,6 +224,7 @@ class Trainer:
         acc = self._new_accum()
         if st["accum"]:
             acc.update({k: v.to(self.device) for k, v in st["accum"].items()})
+        restored = acc["seen"].clone()  # images of this epoch trained before a resume: not timed here
         t0 = epoch_t0 = last_ckpt = time.perf_counter()
         tick = (t0, st["step"])
         self.method.train()
@@ -271,7 +236,7 @@ class Trainer:
                                           acc["steps"] + epoch * self.spe, acc["bad_step"])
             acc["steps"] += 1
             acc["loss"] += loss.detach().float() * len(y)
-            acc["correct"] += (logits.detach().argmax(1) == y).sum()
+            acc["correct"] += (logits.detach().argmax(1) == hard_labels(y)).sum()
             acc["seen"] += len(y)
             for k, v in losses.items():
                 acc[f"loss_{k}"] = acc.get(f"loss_{k}", 0) + v.detach().float() * len(y)
@@ -285,7 +250,9 @@ class Trainer:
                     loss=acc["loss"].item() / max(1, seen), acc=acc["correct"].item() / max(1, seen),
                     ips=(st["step"] - tick[1]) * cfg.batch_size / max(1e-9, now - tick[0])))
                 tick = (now, st["step"])
-                if interrupt["hit"] or (self.ckpt_every_s and now - last_ckpt > self.ckpt_every_s):
+                # the epoch's last step: _end_epoch validates, saves and checkpoints first, so a
+                # checkpoint never holds a finished epoch that was not recorded
+                if not at_end and (interrupt["hit"] or (self.ckpt_every_s and now - last_ckpt > self.ckpt_every_s)):
                     st["wall_s"] += now - t0
                     t0, last_ckpt = now, now
                     st["accum"] = {k: v.cpu() for k, v in acc.items()}
@@ -293,7 +260,9 @@ class Trainer:
                     if interrupt["hit"]:
                         raise KeyboardInterrupt
         st["wall_s"] += time.perf_counter() - t0
-        self._end_epoch(epoch, acc, time.perf_counter() - epoch_t0)
+        self._end_epoch(epoch, acc, acc["seen"] - restored, time.perf_counter() - epoch_t0)
+        if interrupt["hit"]:
+            raise KeyboardInterrupt
 
     def _check_finite(self, acc: dict[str, torch.Tensor]) -> None:
         bad = int(acc["bad_step"].item())
@@ -302,16 +271,18 @@ class Trainer:
                            file=str(self.ckpt_path if self.ckpt_path.exists() else self.run_dir),
                            hint="the last good checkpoint is kept; lower the lr or set grad_clip, then --resume")
 
-    def _end_epoch(self, epoch: int, acc: dict, epoch_s: float) -> None:
+    def _end_epoch(self, epoch: int, acc: dict, timed_seen: torch.Tensor, epoch_s: float) -> None:
+        """`timed_seen`: images trained in this process's `epoch_s` (after a resume, not the restored ones)."""
         st, main = self.state, self.dist.is_main()
         # data-parallel: the epoch's record covers every rank's shard; rank 0 validates for all
         if self.dist.world > 1:  # same key order on every rank, so the collectives pair up
             acc = {k: acc[k] if k in ("steps", "bad_step") else distributed.reduce_sum(acc[k]) for k in sorted(acc)}
+            timed_seen = distributed.reduce_sum(timed_seen)
         seen = max(1, acc["seen"].item())
-        val = self.dist.broadcast_object(accuracy(self.net, self.data.val, self.device) if main else None)
+        val = self.dist.broadcast_object(net_accuracy(self.net, self.data.val, self.device) if main else None)
         record = dict(phase=self.p.name, epoch=epoch + 1, step=st["step"], lr=self.sched.get_last_lr()[0],
                       train_loss=acc["loss"].item() / seen, train_acc=acc["correct"].item() / seen,
-                      val_acc=val, epoch_s=epoch_s, images_per_s=seen / max(epoch_s, 1e-9),
+                      val_acc=val, epoch_s=epoch_s, images_per_s=timed_seen.item() / max(epoch_s, 1e-9),
                       **{k: v.item() / seen for k, v in acc.items() if k.startswith("loss_")})
         st["history"].append(record)
         st["accum"] = None
@@ -323,6 +294,8 @@ class Trainer:
                 save_net(self.net, self.run_dir / f"{self.p.artifact}.safetensors")
         self.save_checkpoint()
         write_metrics(self.run_dir, self.p.name, st["history"])
+        if self.tb is not None:
+            self.tb.epoch(record)
         self.reporter.epoch(record)
 
     def _finish(self) -> dict[str, Any]:
@@ -332,8 +305,8 @@ class Trainer:
         load_weights(self.net, best)
         test = self.data.test
         result = dict(phase=self.p.name, model=self.net.spec.name, params=param_count(self.net),
-                      val_acc=accuracy(self.net, self.data.val, self.device),
-                      test_acc=accuracy(self.net, test, self.device) if test is not None else None,
+                      val_acc=net_accuracy(self.net, self.data.val, self.device),
+                      test_acc=net_accuracy(self.net, test, self.device) if test is not None else None,
                       best_epoch=st["best_epoch"], epochs=self.p.cfg.epochs, steps=st["step"],
                       train_images=len(self.train_src), wall_s=st["wall_s"],
                       s_per_epoch=st["wall_s"] / self.p.cfg.epochs, artifact=best.name, **self.p.extra)

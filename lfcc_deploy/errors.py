@@ -6,7 +6,6 @@ Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3

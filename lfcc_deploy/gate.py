@@ -7,42 +7,11 @@ except `quantized_must_be_faster`, which needs a speedup strictly above 1.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable
 
-from pydantic import Field, model_validator
-
+from .bench.report import row_name
 from .errors import BadInput
-from .schema import Strict
-
-
-class LatencyGate(Strict):
-    backend: str
-    precision: Literal["fp32", "fp16", "int8"] = "fp32"
-    model: Literal["student", "teacher"] = "student"
-    device: Literal["cpu", "cuda"]
-    batch: int = Field(gt=0)
-    max_p50_ms: float | None = Field(None, gt=0)
-    max_p99_ms: float | None = Field(None, gt=0)
-
-    @model_validator(mode="after")
-    def _one_limit(self):
-        if self.max_p50_ms is None and self.max_p99_ms is None:
-            raise ValueError("a [[gates.latency]] entry needs max_p50_ms or max_p99_ms")
-        return self
-
-
-class GatesConfig(Strict):
-    min_accuracy: float | None = Field(None, ge=0, le=1, description="every benchmarked student row")
-    max_accuracy_drop: float | None = Field(None, ge=0, le=1, description="each row vs torch fp32 of its model")
-    min_speedup_vs_teacher: float | None = Field(None, gt=0, description="same run, largest batch benchmarked")
-    max_regression: float | None = Field(None, ge=0, description="p50 vs --baseline, per student row")
-    quantized_must_be_faster: bool = Field(False, description="each int8/fp16 row vs its fp32 row")
-    max_model_mb: float | None = Field(None, gt=0, description="deployed student artifact size (1 MB = 1e6 bytes)")
-    latency: list[LatencyGate] = Field(default_factory=list)
-
-
-def row_name(r: dict[str, Any]) -> str:
-    return f"{r['model']} {r['backend']} {r['precision']} {r['device']} b{r['batch']}"
+from .gate_config import GatesConfig, LatencyGate
 
 
 def _check(gate: str, row: str, measured: float | None, limit: Any, passed: bool, note: str = "") -> dict[str, Any]:
@@ -54,7 +23,7 @@ def _missing(gate: str, what: str, limit: Any) -> dict[str, Any]:
     return _check(gate, what, None, limit, False, "row missing from the report")
 
 
-def evaluate(report: dict[str, Any], gates: GatesConfig,
+def gate_checks(report: dict[str, Any], gates: GatesConfig,
              regression: dict[str, dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """All checks the thresholds ask for; `regression` maps row names to measured new/old p50 ratios."""
     ok = [r for r in report["rows"] if r["status"] == "ok"]
@@ -75,7 +44,8 @@ def evaluate(report: dict[str, Any], gates: GatesConfig,
         checks += [_check("quantized_must_be_faster", row_name(r), r["speedup_vs_fp32"], "> 1",
                           r["speedup_vs_fp32"] is not None and r["speedup_vs_fp32"] > 1,
                           "" if r["speedup_vs_fp32"] is not None else "no fp32 row to compare with")
-                   for r in ok if r["precision"] != "fp32"]
+                   for r in ok if r["precision"] != "fp32"] \
+            or [_missing("quantized_must_be_faster", "any int8 or fp16 row", "> 1")]
     if gates.max_model_mb is not None:
         checks += [_check("max_model_mb", row_name(r), round(r["size_bytes"] / 1e6, 3), gates.max_model_mb,
                           r["size_bytes"] / 1e6 <= gates.max_model_mb) for r in students] \
@@ -137,11 +107,15 @@ def _regressions(students: list[dict], limit: float, measured: dict[str, dict] |
     if measured is None:
         return [dict(_check("max_regression", "all student rows", None, limit, True,
                             "no --baseline given: nothing was compared"), status="SKIP")]
+    if not students:
+        return [_missing("max_regression", "any student row", limit)]
     out = []
     for r in students:
         m = measured.get(row_name(r))
         if m is None:
             out.append(_missing("max_regression", row_name(r) + " in the baseline", limit))
+        elif m.get("missing"):  # an artifact of this run or of the baseline could not be loaded
+            out.append(_check("max_regression", row_name(r), None, limit, False, m["missing"]))
         else:
             reg = round(m["ratio"] - 1, 4)
             out.append(_check("max_regression", row_name(r), reg, limit, reg <= limit, m.get("note", "")))
@@ -167,7 +141,7 @@ def run_gate(run_dir: str | Path, *, recipe: str | Path | None = None, baseline:
     regression, how = None, None
     if baseline is not None and thresholds.max_regression is not None:
         regression, how = measure_regressions(report, Path(baseline), seconds, say)
-    checks = evaluate(report, thresholds, regression)
+    checks = gate_checks(report, thresholds, regression)
     if baseline is not None and thresholds.max_regression is None:
         checks.append(dict(_check("max_regression", "all student rows", None, None, True,
                                   "--baseline given but [gates] max_regression is not set: not compared"),

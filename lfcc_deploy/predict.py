@@ -1,8 +1,9 @@
 """Run any exported model on image files with exactly the preprocessing recorded in it.
 
 ONNX files (fp32, fp16, INT8) carry their preprocessing in metadata_props; TensorRT engines in
-the JSON written beside them. Both go through `preprocess.read_images`, the same code path the
-bench's end-to-end mode times.
+the JSON written beside them. Each file is decoded by `preprocess.read_images` and then goes through
+the same `Preprocess` call (resize, normalise) that bench's e2e mode times; e2e starts from uint8
+images already in memory, so file decoding is not part of any benchmark.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 
 from .errors import BadInput
 from .export.common import ort_session, preprocess_of, read_metadata
+from .export.formats import FORMATS, runtime_of
 from .preprocess import Preprocess, pad_batch, read_images
 
 
@@ -45,9 +47,11 @@ def _engine_model(path: Path):
     if "preprocess" not in meta:
         raise BadInput("engine metadata carries no preprocessing", file=str(path.with_suffix(".json")),
                        hint="rebuild the engine with `lfcc-deploy export RUN_DIR --trt`")
-    runner = TrtRunner(path)
-    return (lambda x: runner(x.cuda()).float().cpu().numpy()), Preprocess.from_json(meta["preprocess"]), \
-        meta.get("class_names", [])
+    run = TrtRunner(path).host
+    lo, hi = meta["profile"]["min"][0], meta["profile"]["max"][0]
+    if lo == hi:  # a static-batch engine, as a static-batch ONNX graph: fed in chunks of its batch
+        run = _fixed_batch(run, lo)
+    return run, Preprocess.from_json(meta["preprocess"]), meta.get("class_names", [])
 
 
 def load_artifact(path: str | Path):
@@ -55,11 +59,13 @@ def load_artifact(path: str | Path):
     path = Path(path)
     if not path.is_file():
         raise BadInput("model file not found", file=str(path), hint="export one with `lfcc-deploy export RUN_DIR`")
-    if path.suffix == ".onnx":
-        return _onnx_model(path)
-    if path.suffix == ".engine":
-        return _engine_model(path)
-    raise BadInput(f"unsupported model file type {path.suffix!r}", file=str(path), hint="give a .onnx or .engine file")
+    loaders = {"onnx": _onnx_model, "tensorrt": _engine_model}
+    runtime = runtime_of(path)
+    if runtime is None:
+        suffixes = sorted({f.suffix for f in FORMATS})
+        raise BadInput(f"unsupported model file type {path.suffix!r}", file=str(path),
+                       hint=f"give a file `lfcc-deploy export` wrote ({', '.join(suffixes)})")
+    return loaders[runtime](path)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -14,11 +14,12 @@ from typing import Any
 import torch
 
 from .data import load_data
+from .device import resolve_device
 from .models import load_weights
-from .pipeline import check_resources, make_net, resolve_device
 from .recipe import Recipe, apply_overrides, recipe_dict, validate_recipe
-from .rundir import write_json
 from .steptime import method_steps
+from .progress import default_say
+from .training import check_resources, make_net
 
 VARIANTS = {"ce": ["distill.method=ce"], "kd": ["distill.method=kd"], "lfcc": ["distill.method=lfcc"],
             "lfcc_cached": ["distill.method=lfcc", "distill.teacher_cache=memory"]}
@@ -38,16 +39,19 @@ def _data_ms(source, recipe: Recipe, device: torch.device, steps: int) -> float:
 
 
 def profile_recipe(recipe: Recipe, *, file: str | None = None, device: str | None = None, steps: int = 20,
-                   json_path: str | Path | None = None, say=lambda _: None) -> dict[str, Any]:
-    """Median step milliseconds and images/s per method; written to `json_path` when given."""
+                   say=default_say) -> dict[str, Any]:
+    """Median step milliseconds and images/s per method (`profile --json` prints this dict)."""
     teacher_state = check_resources(recipe, file)
     dev = resolve_device(device or recipe.device)
     data = load_data(recipe.data, file=file)
     teacher = make_net(recipe.teacher, data, 0, "teacher", spec_hint=teacher_state[1] if teacher_state else None)
     if teacher_state:
         load_weights(teacher, Path(recipe.teacher.checkpoint), state=teacher_state[0])
+    cacheable = recipe.data.augment_style() != "timm"  # the cache cannot replay timm's views
+    if not cacheable:
+        say("lfcc_cached not timed: the teacher cache cannot replay data.augment.style = \"timm\" views")
     variants = {k: validate_recipe(apply_overrides(recipe_dict(recipe), v), file or recipe.name)
-                for k, v in VARIANTS.items()}
+                for k, v in VARIANTS.items() if cacheable or k != "lfcc_cached"}
     say(f"timing {', '.join(variants)} on {dev}, batch {recipe.distill.batch_size}, {steps} interleaved rounds")
     ms = method_steps(variants, None, device=str(dev), rounds=steps, teacher=teacher, data=data)
     data_ms = _data_ms(data.train, recipe, dev, steps)
@@ -57,7 +61,5 @@ def profile_recipe(recipe: Recipe, *, file: str | None = None, device: str | Non
                   methods={k: dict(step_ms=round(v, 3), images_per_s=round(bs * 1000 / (v + data_ms), 1))
                            for k, v in ms.items()},
                   ratios=dict(lfcc_vs_kd=round(ms["lfcc"] / ms["kd"], 3),
-                              lfcc_cached_vs_ce=round(ms["lfcc_cached"] / ms["ce"], 3)))
-    if json_path:
-        write_json(Path(json_path), result)
+                              **({"lfcc_cached_vs_ce": round(ms["lfcc_cached"] / ms["ce"], 3)} if cacheable else {})))
     return result

@@ -16,20 +16,64 @@ from pydantic import Field, ValidationError, create_model, field_validator, mode
 
 from .errors import BadInput
 from .export.config import ExportConfig
-from .gate import GatesConfig
+from .gate_config import GatesConfig
 from .losses import METHODS
 from .schema import Strict
 
-DATASETS = ("digits", "fashion_mnist", "cifar10", "cifar100", "imagefolder")
 RECIPE_DIRS = (Path("recipes"), Path(__file__).resolve().parent.parent / "recipes")
+TIMM_STYLE_MIN_SIZE = 64  # data.augment.style = "auto": image folders this large get the field's augmentation
+
+
+class TimmAugment(Strict):
+    """The field's augmentation at real resolution, through timm's transforms in the DataLoader workers
+    (style "timm"). Defaults follow timm's `train.py`; RandAugment, mixup/cutmix and erasing are opt-in."""
+
+    scale: tuple[float, float] = Field((0.08, 1.0), description="random-resized crop: range of the area share")
+    ratio: tuple[float, float] = Field((3 / 4, 4 / 3), description="random-resized crop: range of aspect ratios")
+    hflip: float = Field(0.5, ge=0, le=1, description="horizontal flip probability")
+    color_jitter: float = Field(0.4, ge=0, description="brightness/contrast/saturation jitter; timm skips it "
+                                                       "when randaugment is on")
+    randaugment: str = Field("off", description='timm auto-augment spec, e.g. "rand-m9-mstd0.5-inc1", or "off"')
+    mixup: float = Field(0.0, ge=0, description="mixup Beta alpha (0 = off); gives soft targets")
+    cutmix: float = Field(0.0, ge=0, description="cutmix Beta alpha (0 = off); with mixup, one of the two per batch")
+    random_erasing: float = Field(0.0, ge=0, le=1, description="probability of erasing a box with noise, per image")
+    crop_pct: float = Field(0.875, gt=0, le=1, description="evaluation of image folders: resize the short side to "
+                                                           "img_size / crop_pct, centre-crop img_size")
+
+    @field_validator("scale", "ratio")
+    @classmethod
+    def _range(cls, v: tuple[float, float], info) -> tuple[float, float]:
+        top = 1.0 if info.field_name == "scale" else float("inf")
+        if not 0 < v[0] <= v[1] <= top:
+            raise ValueError(f"expected [low, high] with 0 < low <= high{' <= 1' if top == 1 else ''}")
+        return v
+
+    @field_validator("randaugment")
+    @classmethod
+    def _timm_spec(cls, v: str) -> str:
+        if v != "off":
+            from timm.data import create_transform
+            try:  # timm parses the spec; building a tiny pipeline is the one check that matches its rules
+                create_transform(32, is_training=True, auto_augment=v)
+            except (AssertionError, ValueError, KeyError, IndexError) as err:
+                raise ValueError(f"not a timm auto-augment spec ({type(err).__name__}: {err}); "
+                                 'e.g. "rand-m9-mstd0.5-inc1", or "off"') from None
+        return v
 
 
 class Augment(Strict):
-    """On-device augmentation; applied to training batches only."""
+    """Training augmentation. `pad_crop`: padded random crops and flips on the device (CIFAR-style, small
+    images). `timm`: random-resized crops and the rest of `[data.augment.timm]` in the DataLoader workers."""
 
-    random_crop: bool = True
-    crop_padding: int = Field(2, ge=0, description="pixels of zero padding before the random crop")
-    horizontal_flip: bool = False
+    style: Literal["auto", "pad_crop", "timm"] = Field(
+        "auto", description=f"auto: timm for imagefolder at img_size >= {TIMM_STYLE_MIN_SIZE}, else pad_crop")
+    random_crop: bool = Field(True, description="pad_crop")
+    crop_padding: int = Field(2, ge=0, description="pad_crop: pixels of zero padding before the random crop")
+    horizontal_flip: bool = Field(False, description="pad_crop")
+    timm: TimmAugment = TimmAugment()
+
+
+PAD_CROP_KEYS = ("random_crop", "crop_padding", "horizontal_flip")
 
 
 class DataConfig(Strict):
@@ -42,7 +86,29 @@ class DataConfig(Strict):
     val_fraction: float = Field(0.1, gt=0, lt=1, description="seeded validation split of train")
     split_seed: int = 0
     augment: Augment = Augment()
-    workers: int = Field(2, ge=0, description="DataLoader workers (imagefolder only)")
+    workers: int = Field(2, ge=0, description="DataLoader workers (image folders, and timm-style training views)")
+
+    def augment_style(self) -> Literal["pad_crop", "timm"]:
+        """`auto` resolved: real-resolution image folders get timm's augmentation; the in-memory datasets
+        (digits, Fashion-MNIST, CIFAR) keep the on-device pad-crop unless a recipe asks for timm."""
+        style = self.augment.style
+        if style != "auto":
+            return style
+        return "timm" if self.name == "imagefolder" and self.img_size >= TIMM_STYLE_MIN_SIZE else "pad_crop"
+
+    @model_validator(mode="after")
+    def _augment_keys_fit_style(self):
+        """Keys of the other style would be ignored silently; say so instead (defaults are fine, so a
+        run directory's fully written recipe.toml still validates)."""
+        aug, style = self.augment, self.augment_style()
+        why = f"data.augment.style resolves to {style!r} ({self.name} at {self.img_size} px)"
+        if style == "pad_crop" and aug.timm != TimmAugment():
+            raise ValueError(f"data.augment.timm is set but {why}; set data.augment.style = \"timm\" to use it")
+        changed = [k for k in PAD_CROP_KEYS if getattr(aug, k) != Augment.model_fields[k].default]
+        if style == "timm" and changed:
+            raise ValueError(f"data.augment.{changed[0]} applies to style \"pad_crop\" but {why}; set "
+                             f"data.augment.style = \"pad_crop\" or use the [data.augment.timm] keys")
+        return self
 
 
 class TrainConfig(Strict):
@@ -64,6 +130,13 @@ class TrainConfig(Strict):
     lr_scaling: Literal["none", "linear", "sqrt"] = Field(
         "linear", description="torchrun: effective lr = lr × world_size (linear) or × √world_size (sqrt); "
                               "batch_size is per process")
+
+
+class LoggingConfig(Strict):
+    """Where training curves go besides metrics.jsonl and metrics.csv (always written)."""
+
+    tensorboard: bool = Field(False, description="TensorBoard event files in RUN_DIR/tensorboard/<phase>/ "
+                                                 "(pip install \"lfcc-deploy[tensorboard]\")")
 
 
 class ModelConfig(Strict):
@@ -125,6 +198,7 @@ class Recipe(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)  # type: ignore[valid-type]
     export: ExportConfig = ExportConfig()
     gates: GatesConfig = GatesConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     def method_config(self) -> Strict:
         return getattr(self.distill, self.distill.method)
@@ -185,23 +259,38 @@ def _allowed_keys(model: type[Strict], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+def _describe(error: dict) -> tuple[str, str]:
+    """One pydantic error as (dotted key, message a person can act on)."""
+    loc = tuple(error["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(Recipe, loc)
+        return key, "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    if error["type"] == "missing":
+        return key, "required key is missing"
+    msg = error["msg"].removeprefix("Value error, ")
+    if "input" in error and error["type"] != "value_error":
+        msg += f" (got {error['input']!r})"
+    return key, msg
+
+
 def describe_validation_error(err: ValidationError, file: str) -> BadInput:
     """First pydantic error as one line naming file and dotted key; the count of others as hint."""
-    first = err.errors()[0]
-    loc = tuple(first["loc"])
-    key = ".".join(str(p) for p in loc) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        allowed = _allowed_keys(Recipe, loc)
-        msg = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
-    elif first["type"] == "missing":
-        msg = "required key is missing"
-    else:
-        msg = first["msg"].removeprefix("Value error, ")
-        if "input" in first and first["type"] != "value_error":
-            msg += f" (got {first['input']!r})"
+    key, msg = _describe(err.errors()[0])
     more = len(err.errors()) - 1
-    hint = f"{more} more error(s): run `lfcc-deploy recipes check {file}`" if more else None
+    hint = f"{more} more error(s); `lfcc-deploy recipes check {file.split(' ')[0]}` lists them all" if more else None
     return BadInput(msg, file=file, key=key, hint=hint)
+
+
+def recipe_errors(name_or_path: str | Path, overrides: list[str] | None = None) -> list[BadInput]:
+    """Every schema error of a recipe at once (for `recipes check`); empty when it validates."""
+    path = find_recipe(name_or_path)
+    data = apply_overrides(read_toml(path), overrides or [])
+    try:
+        Recipe.model_validate(data)
+    except ValidationError as err:
+        return [BadInput(msg, file=str(path), key=key) for key, msg in map(_describe, err.errors())]
+    return []
 
 
 def validate_recipe(data: dict, file: str) -> Recipe:

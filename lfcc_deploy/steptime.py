@@ -15,10 +15,11 @@ import torch
 
 from .bench.timing import interleaved_ms
 from .data import DataBundle, load_data
-from .engine import make_optimizer, train_step
+from .device import resolve_device
 from .models import Net, load_weights
-from .pipeline import make_method, make_net, resolve_device
+from .optim import make_optimizer, train_step
 from .recipe import Recipe
+from .training import make_method, make_net
 
 
 def _cached_step(method, opt, rec: Recipe, data: DataBundle, dev: torch.device) -> Callable[[], object]:

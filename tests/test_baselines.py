@@ -129,7 +129,7 @@ def build(method, pair, **cfg):
     (tn, tk), (sn, sk) = PAIRS[pair]
     teacher, student = make(tn, tk, 0).eval(), make(sn, sk, 1)
     cls = METHODS.get(method)
-    return cls(student, teacher, cls.Config(**cfg), MethodContext(num_classes=10, num_train=64)), student, teacher
+    return cls(student, teacher, cls.Config(**cfg), MethodContext(num_classes=10)), student, teacher
 
 
 @pytest.mark.parametrize("pair", sorted(PAIRS))

@@ -12,7 +12,7 @@ import lfcc_deploy.cache as cache_mod
 from lfcc_deploy.cache import cache_key, prepare_cache
 from lfcc_deploy.data import load_data, stratified_subset
 from lfcc_deploy.errors import BadInput
-from lfcc_deploy.pipeline import make_method, make_net
+from lfcc_deploy.training import make_method, make_net
 from lfcc_deploy.recipe import Augment, load_recipe
 
 

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import tiny_recipe_text
-from lfcc_deploy import pipeline
+from lfcc_deploy import training
 from lfcc_deploy.recipe import load_recipe
 from lfcc_deploy.rundir import RunLock, atomic_write
 
@@ -41,7 +41,7 @@ def test_short_distill_writes_a_complete_run(tmp_path, cli):
     assert [r["phase"] for r in rows] == ["teacher", "reference", "reference", "student", "student"]
     assert all(0 <= r["val_acc"] <= 1 and "loss_kd" in r for r in rows if r["phase"] == "student")
     # `eval` recomputes the same accuracies from the saved files
-    ev = pipeline.evaluate(out, device="cpu")
+    ev = training.evaluate_run(out, device="cpu")
     assert ev["student"]["test_acc"] == pytest.approx(summary["student"]["test_acc"])
     assert ev["teacher"]["val_acc"] == pytest.approx(summary["teacher"]["val_acc"])
     assert "distilled" in res.out and "CE-only" in res.out
@@ -76,13 +76,13 @@ def test_ctrl_c_then_resume_gives_identical_weights(tmp_path, cli):
     path = tmp_path / "r.toml"
     path.write_text(tiny_recipe_text(epochs=2))
     recipe = load_recipe(path)
-    pipeline.distill(recipe, out=tmp_path / "straight")
+    training.distill(recipe, out=tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt):
-        pipeline.distill(recipe, out=tmp_path / "cut", reporter=InterruptAt("student", 5))
+        training.distill(recipe, out=tmp_path / "cut", reporter=InterruptAt("student", 5))
     blob = torch.load(tmp_path / "cut/checkpoint/student.pt", weights_only=True)
     assert blob["step"] == 5 and not blob["done"]
     assert not (tmp_path / "cut/summary.json").exists()
-    pipeline.distill(recipe, out=tmp_path / "cut", resume=True)
+    training.distill(recipe, out=tmp_path / "cut", resume=True)
     for name in ("student.safetensors", "student_last.safetensors", "teacher.safetensors"):
         a, b = load_file(tmp_path / "straight" / name), load_file(tmp_path / "cut" / name)
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name

@@ -90,7 +90,7 @@ def test_every_method_learns_across_families(method, teacher_family, student_fam
     cls = METHODS.get(method)
     cfg = cls.Config()
     cls.check(student, teacher if cls.uses_teacher else None, cfg)
-    m = cls(student, teacher if cls.uses_teacher else None, cfg, MethodContext(num_classes=10, num_train=64))
+    m = cls(student, teacher if cls.uses_teacher else None, cfg, MethodContext(num_classes=10))
     m.train()
     teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student_before = [p.detach().clone() for p in student.parameters()]
@@ -117,7 +117,7 @@ def test_every_method_learns_across_families(method, teacher_family, student_fam
 
 def test_lfcc_gradients_reach_student_and_projectors_only():
     teacher, student = make(*FAMILIES["vit"]), make(*FAMILIES["cnn"])
-    m = LFCC(student, teacher, LFCCConfig(ce_weight=0, kd_weight=0), MethodContext(10, 64))
+    m = LFCC(student, teacher, LFCCConfig(ce_weight=0, kd_weight=0), MethodContext(10))
     _, losses = m(torch.rand(8, 1, 16, 16), torch.randint(0, 10, (8,)))
     assert set(losses) == {"ce", "lfcc"}
     losses["lfcc"].backward()

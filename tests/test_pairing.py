@@ -51,7 +51,7 @@ def test_default_pairing_reaches_deep_stages_without_identity_banks(nets, teache
             assert max(grids) < min(d["height"], d["width"]), f"{net.spec.name} stage {i} bank is the identity"
     note = LFCC.check(student, teacher, LFCCConfig())
     assert "warning" not in note and "grids" in note
-    m = LFCC(student, teacher, LFCCConfig(queue=0), MethodContext(10, 64))
+    m = LFCC(student, teacher, LFCCConfig(queue=0), MethodContext(10))
     for bank, i, net in [(b, i, student) for b, i in zip(m.s_banks, s_idx)] + \
                         [(b, i, teacher) for b, i in zip(m.t_banks, t_idx)]:
         d = net.describe_stages()[i]
@@ -88,7 +88,7 @@ def test_explicit_grids_larger_than_a_map_are_clipped_not_replicated(nets):
     """Old behaviour: a 2×2 map pooled to 4×4 replicated cells; now the bank keeps the real low-pass."""
     student, teacher = nets["resnet"], nets["swin"]
     m = LFCC(student, teacher, LFCCConfig(grids=[4], student_stages=[3], teacher_stages=[2], queue=0),
-             MethodContext(10, 64))
+             MethodContext(10))
     assert m.s_banks[0].grids == [1] and m.t_banks[0].grids == [1]
 
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_recipe_text
-from lfcc_deploy import pipeline
+from lfcc_deploy import training
 from lfcc_deploy.losses import MethodContext
 from lfcc_deploy.losses.blocks import info_nce
 from lfcc_deploy.losses.kd import KD, KDConfig
@@ -64,7 +64,7 @@ def test_other_classes_drops_same_class_batch_negatives_in_both_directions():
 
 def test_lfcc_queue_holds_the_last_teacher_embeddings_first_in_first_out():
     teacher, student = make("swin"), make("resnet")
-    m = LFCC(student, teacher, LFCCConfig(queue=10, ce_weight=0, kd_weight=0), MethodContext(10, 64))
+    m = LFCC(student, teacher, LFCCConfig(queue=10, ce_weight=0, kd_weight=0), MethodContext(10))
     m.train()
     seen, labels = [], []
     for step in range(3):
@@ -84,7 +84,7 @@ def test_lfcc_queue_holds_the_last_teacher_embeddings_first_in_first_out():
 
 def test_queue_is_not_filled_in_eval_mode():
     teacher, student = make("swin"), make("resnet")
-    m = LFCC(student, teacher, LFCCConfig(queue=8), MethodContext(10, 64))
+    m = LFCC(student, teacher, LFCCConfig(queue=8), MethodContext(10))
     m.eval()
     with torch.no_grad():
         m(torch.rand(4, 1, 32, 32), torch.randint(0, 10, (4,)))
@@ -93,9 +93,9 @@ def test_queue_is_not_filled_in_eval_mode():
 
 def test_ramp_scales_teacher_terms_linearly():
     teacher, student = make("swin"), make("resnet")
-    m = KD(student, teacher, KDConfig(ramp_epochs=2.0), MethodContext(10, 64))
+    m = KD(student, teacher, KDConfig(ramp_epochs=2.0), MethodContext(10))
     x, y = torch.rand(4, 1, 32, 32), torch.randint(0, 10, (4,))
-    full = KD(student, teacher, KDConfig(), MethodContext(10, 64))(x, y)[1]["kd"]
+    full = KD(student, teacher, KDConfig(), MethodContext(10))(x, y)[1]["kd"]
     m.set_progress(step=9, steps_per_epoch=10, total_steps=100)  # one epoch done: half weight
     assert m(x, y)[1]["kd"].item() == pytest.approx(0.5 * full.item(), rel=1e-5)
     m.set_progress(step=50, steps_per_epoch=10, total_steps=100)
@@ -114,12 +114,12 @@ def test_resumed_run_with_a_queue_gives_the_same_losses(tmp_path):
     path = tmp_path / "r.toml"
     path.write_text(tiny_recipe_text(epochs=2).replace('method = "kd"', 'method = "lfcc"') + LFCC_TAIL)
     recipe = load_recipe(path)
-    pipeline.distill(recipe, out=tmp_path / "straight")
+    training.distill(recipe, out=tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt):
-        pipeline.distill(recipe, out=tmp_path / "cut", reporter=Interrupt("student", 5))
+        training.distill(recipe, out=tmp_path / "cut", reporter=Interrupt("student", 5))
     blob = torch.load(tmp_path / "cut/checkpoint/student.pt", weights_only=True)
     assert (blob["model"]["queue_labels"] >= 0).sum() > 0, "the queue is not in the checkpoint"
-    pipeline.distill(recipe, out=tmp_path / "cut", resume=True)
+    training.distill(recipe, out=tmp_path / "cut", resume=True)
 
     def losses(run):
         rows = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
@@ -127,3 +127,24 @@ def test_resumed_run_with_a_queue_gives_the_same_losses(tmp_path):
                 if r.get("phase") == "student"]
     straight, cut = losses("straight"), losses("cut")
     assert straight and straight == cut
+
+
+def test_info_nce_runs_in_float32_inside_autocast():
+    """bfloat16 logits at τ = 0.1 keep 2–3 digits; the loss must not change under autocast."""
+    torch.manual_seed(2)
+    s, t = unit(16, 32), unit(16, 32)
+    ref = info_nce(s, t, 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = info_nce(s.bfloat16(), t.bfloat16(), 0.1)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(info_nce(s.bfloat16().float(), t.bfloat16().float(), 0.1).item(), rel=1e-6)
+    assert got.item() == pytest.approx(ref.item(), rel=1e-2)
+
+
+def test_a_batch_larger_than_the_queue_keeps_its_last_rows():
+    teacher, student = make("swin"), make("resnet")
+    m = LFCC(student, teacher, LFCCConfig(queue=3), MethodContext(10))
+    embs, labels = [torch.arange(5.0)[:, None].expand(5, 128)] * 2, torch.arange(5)
+    m.enqueue(embs, labels)
+    assert sorted(m.queue_labels.tolist()) == [2, 3, 4]
+    assert torch.equal(m.queue_0[:, 0][m.queue_labels.argsort()], torch.tensor([2.0, 3.0, 4.0]))

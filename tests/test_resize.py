@@ -38,7 +38,7 @@ def test_resize_mode_travels_in_the_preprocess_metadata():
 
 def test_recipe_pad_reaches_training_batches_and_the_student_spec(tmp_path):
     from conftest import tiny_recipe_text
-    from lfcc_deploy import pipeline
+    from lfcc_deploy import training
     from lfcc_deploy.data import load_data
     from lfcc_deploy.models import load_net
     from lfcc_deploy.recipe import load_recipe
@@ -48,5 +48,5 @@ def test_recipe_pad_reaches_training_batches_and_the_student_spec(tmp_path):
     data = load_data(recipe.data)  # digits are 8×8: 4 black pixels each side at 16
     x, _ = next(data.train.subset(torch.arange(8)).batches(8, device="cpu", train=False))
     assert (x[:, :, :4] == 0).all() and (x[:, :, 12:] == 0).all() and x[:, :, 4:12, 4:12].max() > 0
-    pipeline.distill(recipe, out=tmp_path / "run")
+    training.distill(recipe, out=tmp_path / "run")
     assert load_net(tmp_path / "run/student.safetensors").spec.resize == "pad"

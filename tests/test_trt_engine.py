@@ -12,9 +12,10 @@ from pydantic import ValidationError
 
 from lfcc_deploy.errors import BadInput, MissingDependency
 from lfcc_deploy.export.config import ExportConfig
+from lfcc_deploy.export.common import calibration_batches
+from lfcc_deploy.export.trt_calibration import BatchFeeder, calibration_cache_path, make_calibrator
 from lfcc_deploy.export.trt_engine import (
-    TRT_INSTALL_HINT, BatchFeeder, TrtRunner, build_engine, builder_flags, calibration_batches,
-    calibration_cache_path, engine_metadata, import_tensorrt, make_calibrator, profile_shapes,
+    TRT_INSTALL_HINT, TrtRunner, build_engine, builder_flags, engine_metadata, import_tensorrt, profile_shapes,
     tensorrt_available,
 )
 from lfcc_deploy.rundir import write_json

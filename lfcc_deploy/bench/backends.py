@@ -13,11 +13,8 @@ from typing import Callable
 
 import torch
 
-from ..export.common import ONNX_SUFFIX
+from ..export.formats import export_format
 from ..registry import Registry
-
-PRECISIONS = ("fp32", "fp16", "int8")
-
 
 @dataclass
 class Runner:
@@ -51,20 +48,12 @@ BACKENDS: Registry[Backend] = Registry("backend")
 
 def onnx_file(run_dir: Path, model: str, precision: str) -> tuple[Path | None, str]:
     """export/<model>.onnx, .fp16.onnx or .int8.onnx, with the command that makes a missing one."""
-    path = run_dir / "export" / f"{model}{ONNX_SUFFIX[precision]}"
-    if path.is_file():
-        return path, ""
-    flag = {"fp32": "", "fp16": " --fp16", "int8": " --int8"}[precision]
-    return None, f"no export/{path.name}: run `lfcc-deploy export RUN_DIR --model {model}{flag}`"
+    fmt = export_format("onnx", precision)
+    path = fmt.file(run_dir, model)
+    return (path, "") if path.is_file() else (None, f"no export/{path.name}: {fmt.hint(model)}")
 
 
 def cuda_only(device: str) -> tuple[bool, str]:
     if device != "cuda":
         return False, "runs on cuda only"
     return (True, "") if torch.cuda.is_available() else (False, "no CUDA device visible")
-
-
-def register_all() -> None:
-    """Import the backend modules once; each registers itself."""
-    if not BACKENDS.names():
-        from . import ort_backend, torch_backend, trt_backend  # noqa: F401

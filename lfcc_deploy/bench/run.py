@@ -13,15 +13,17 @@ from typing import Any, Callable
 import torch
 
 from ..data import load_data
+from ..device import resolve_device
 from ..errors import BadInput
-from ..export.run import run_recipe
+from ..export.formats import PRECISIONS
+from ..export.job import run_recipe
 from ..models import read_state
-from ..pipeline import resolve_device
 from ..preprocess import Preprocess, pad_batch
-from .backends import BACKENDS, PRECISIONS, Runner, register_all
+from ..progress import default_say
+from .backends import BACKENDS, Runner
 from .report import derive, write_report
-from .timing import (LatencyStats, TimingConfig, compute_samples, environment, set_cpu_threads, summarize,
-                     time_cpu)
+from .timing import (LatencyStats, TimingConfig, compute_samples, environment, interleaved_ms, set_cpu_threads,
+                     summarize, time_cpu)
 
 MODELS = ("student", "teacher")
 MODES = ("compute", "e2e")
@@ -31,7 +33,7 @@ MODES = ("compute", "e2e")
 class BenchConfig:
     backends: list[str] | None = None       # None: every registered backend
     precisions: list[str] | None = None     # None: whatever the run directory has artifacts for
-    device: str = "cpu"
+    device: str | None = None               # None: the run's recipe's `device` (auto: cuda when there is one)
     batches: list[int] | None = None        # None: 1, 32 on cpu; 1, 32, 256 on cuda
     models: list[str] = field(default_factory=lambda: list(MODELS))
     timing: TimingConfig = field(default_factory=TimingConfig)
@@ -40,7 +42,6 @@ class BenchConfig:
     accuracy_images: int = 10000
 
     def check(self) -> None:
-        register_all()
         for name in ("backends", "precisions", "batches"):  # a repeated value would time a row twice
             if getattr(self, name) is not None:
                 setattr(self, name, list(dict.fromkeys(getattr(self, name))))
@@ -77,7 +78,7 @@ class Images:
         return self.u8.repeat(reps, 1, 1, 1)[:n].contiguous()
 
 
-def accuracy(runner: Runner, pre: Preprocess, images: Images) -> float:
+def deployed_accuracy(runner: Runner, pre: Preprocess, images: Images) -> float:
     """Top-1 on the split through this runner, preprocessing as deployed (static graphs get padded batches)."""
     step = runner.static_batch or 256
     correct = 0
@@ -91,14 +92,38 @@ def accuracy(runner: Runner, pre: Preprocess, images: Images) -> float:
     return correct / len(images.u8)
 
 
-def time_batch(runner: Runner, pre: Preprocess, images: Images, batch: int, cfg: BenchConfig) -> LatencyStats:
+def _call(runner: Runner, pre: Preprocess, u8: torch.Tensor, mode: str) -> Callable[[], Any]:
     """compute: the model call with inputs already on the device; e2e: uint8 on the host -> logits on the host."""
-    u8 = images.batch(batch)
-    if cfg.mode == "compute":
-        return summarize(compute_samples(runner, pre(u8.to(runner.device)), cfg.timing))
+    if mode == "compute":
+        x = pre(u8.to(runner.device))
+        return lambda: runner.run(x)
     if runner.device.type == "cuda":
         u8 = u8.pin_memory()
-    return time_cpu(lambda: runner.run(pre(u8.to(runner.device, non_blocking=True))).cpu(), cfg.timing)
+    return lambda: runner.run(pre(u8.to(runner.device, non_blocking=True))).cpu()
+
+
+def time_batch(runner: Runner, pre: Preprocess, images: Images, batch: int, cfg: BenchConfig) -> LatencyStats:
+    u8 = images.batch(batch)
+    if cfg.mode == "e2e":
+        return time_cpu(_call(runner, pre, u8, cfg.mode), cfg.timing)
+    return summarize(compute_samples(runner, pre(u8.to(runner.device)), cfg.timing))
+
+
+def versus_fp32(rows: list[dict], runners: dict[str, Runner], pre: Preprocess, images: Images, cfg: BenchConfig,
+                say: Callable[[str], None]) -> None:
+    """Each quantised row against fp32 of its backend and batch, the two timed in turn round after round for
+    about --duration-s: drift between two separately timed rows can neither fake nor hide a speedup, so this
+    ratio is the INT8/fp16 speedup the report gives (`speedup_vs_fp32`)."""
+    fp32 = {r["batch"]: r for r in rows if r["precision"] == "fp32" and r["status"] == "ok"}
+    for r in (r for r in rows if r["precision"] != "fp32" and r["status"] == "ok" and r["batch"] in fp32):
+        ref, u8 = fp32[r["batch"]], images.batch(r["batch"])
+        steps = {name: (lambda f=_call(m, pre, u8, cfg.mode), m=m: (f(), m.sync()))
+                 for name, m in (("fp32", runners["fp32"]), ("this", runners[r["precision"]]))}
+        per_round = ref["latency"]["p50_ms"] + r["latency"]["p50_ms"]
+        rounds = int(min(10_000, max(cfg.timing.min_iters, 1000 * cfg.timing.duration_s / max(per_round, 1e-3))))
+        say(f"timing {r['model']} {r['backend']} {r['precision']} batch {r['batch']} against fp32, interleaved")
+        ms = interleaved_ms(steps, rounds=rounds, device=runners["fp32"].device)
+        r["vs_fp32_interleaved"] = dict(rounds=rounds, fp32_ms=round(ms["fp32"], 4), ms=round(ms["this"], 4))
 
 
 def _row(**kw) -> dict[str, Any]:
@@ -107,9 +132,10 @@ def _row(**kw) -> dict[str, Any]:
     return {**base, **kw}
 
 
-def bench_run(run_dir: str | Path, cfg: BenchConfig, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def bench_run(run_dir: str | Path, cfg: BenchConfig, say: Callable[[str], None] = default_say) -> dict[str, Any]:
     """Measure every requested row, write report.json / report.md / report.png, return the report."""
     run_dir = Path(run_dir)
+    cfg.device = resolve_device(cfg.device or run_recipe(run_dir, [])[0].device).type
     cfg.check()
     images = Images(run_dir, cfg.accuracy_images)
     threads = set_cpu_threads(cfg.threads) if cfg.device == "cpu" else (cfg.threads or torch.get_num_threads())
@@ -138,28 +164,41 @@ def bench_run(run_dir: str | Path, cfg: BenchConfig, say: Callable[[str], None] 
     return report
 
 
+def _failure(err: Exception) -> str:
+    return f"{type(err).__name__}: {str(err).splitlines()[0][:200]}" if str(err) else type(err).__name__
+
+
+def _artifact(backend, run_dir, model, precision, device) -> tuple[Path | None, str, str]:
+    """(path, why it is missing, why finding it failed): a broken artifact (an engine without its
+    metadata) is a failed row of its own, never an error that stops the other rows."""
+    try:
+        return (*backend.artifact(run_dir, model, precision, device), "")
+    except Exception as err:
+        return None, "", _failure(err)
+
+
 def _backend_rows(backend, run_dir, model, pre, params, images, batches, cfg, threads, say) -> list[dict]:
     key = dict(model=model, backend=backend.name, device=cfg.device, mode=cfg.mode)
     ok, why = backend.available(cfg.device)
     # default: fp32 always (a missing fp32 artifact is a skipped row, not an absent one), plus what exists
     precisions = cfg.precisions or ["fp32"] + [p for p in PRECISIONS[1:]
-                                               if ok and backend.artifact(run_dir, model, p, cfg.device)[0]]
+                                               if ok and _artifact(backend, run_dir, model, p, cfg.device)[0]]
     if not ok:
         return [_row(**key, precision=p, batch=b, status="skipped", reason=why)
                 for p in (cfg.precisions or ["fp32"]) for b in batches]
-    rows = []
+    rows, runners = [], {}
     for precision in precisions:
-        path, why = backend.artifact(run_dir, model, precision, cfg.device)
+        path, why, failed = _artifact(backend, run_dir, model, precision, cfg.device)
         if path is None:
-            rows += [_row(**key, precision=precision, batch=b, status="skipped", reason=why) for b in batches]
+            rows += [_row(**key, precision=precision, batch=b, status="failed" if failed else "skipped",
+                          reason=failed or why) for b in batches]
             continue
         info = dict(file=str(path), size_bytes=path.stat().st_size, params=params)
         try:
-            runner = backend.load(path, precision, cfg.device, threads)
-            acc = accuracy(runner, pre, images)
+            runner = runners[precision] = backend.load(path, precision, cfg.device, threads)
+            acc = deployed_accuracy(runner, pre, images)
         except Exception as err:  # a failing backend is a row, not a crash
-            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200]}" if str(err) else type(err).__name__
-            rows += [_row(**key, precision=precision, batch=b, status="failed", reason=reason, **info)
+            rows += [_row(**key, precision=precision, batch=b, status="failed", reason=_failure(err), **info)
                      for b in batches]
             continue
         for b in batches:
@@ -172,4 +211,6 @@ def _backend_rows(backend, run_dir, model, pre, params, images, batches, cfg, th
             rows.append(_row(**key, precision=precision, batch=b, latency=stats.to_dict(),
                              throughput_ips=round(stats.throughput(b), 2), unstable=stats.unstable(),
                              accuracy=acc, **info))
+    if "fp32" in runners:
+        versus_fp32(rows, runners, pre, images, cfg, say)
     return rows

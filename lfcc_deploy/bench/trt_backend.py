@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from ..export.formats import export_format
 from .backends import BACKENDS, Backend, Runner
 
 
@@ -19,11 +20,13 @@ class TensorRT(Backend):
 
     def artifact(self, run_dir: Path, model: str, precision: str, device: str) -> tuple[Path | None, str]:
         from ..export.trt_engine import engine_metadata
-        path = run_dir / "export" / f"{model}.engine"
+        fmt = export_format("tensorrt", precision)
+        path = fmt.file(run_dir, model)
         if not path.is_file():
-            return None, f"no export/{path.name}: run `lfcc-deploy export RUN_DIR --trt --model {model}`"
+            return None, f"no export/{path.name}: {fmt.hint(model)}"
         built = engine_metadata(path).get("precision")
-        return (path, "") if built == precision else (None, f"export/{path.name} was built for {built}")
+        return (path, "") if built == precision else \
+            (None, f"export/{path.name} was built for {built}; {fmt.hint(model)}")
 
     def load(self, path: Path, precision: str, device: str, threads: int, shared: bool = False) -> Runner:
         from ..export.trt_engine import TrtRunner

@@ -1,14 +1,13 @@
 """`students`: measure candidate students on the target, mark the budget, optionally distil the best."""
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import typer
 from rich.table import Table
 
 from . import app
-from .common import DEVICE, QUIET, SET, err, out, recipe_arg
+from .common import DEVICE, JSON, QUIET, SET, TEACHER, err, out, print_json, recipe_arg, say
 
 
 @app.command()
@@ -23,12 +22,13 @@ def students(recipe: str = typer.Argument(..., help="Recipe path or name."),
              only: bool = typer.Option(False, "--only", help="Measure only the --candidates names."),
              families: Optional[str] = typer.Option(None, "--families", help="cnn,hybrid,vit,mlp (default: all)."),
              distill: int = typer.Option(0, "--distill", help="Distil the K most promising that fit."),
+             teacher: Optional[str] = TEACHER,
              out_dir: Optional[str] = typer.Option(None, "--out", help="Default runs/<recipe name>-students."),
              duration_s: float = typer.Option(1.0, "--duration-s", min=0.01, help="Timed seconds per candidate."),
              rounds: int = typer.Option(5, "--rounds", help="Interleaved rounds the duration is split into."),
              threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: all)."),
              set_: Optional[list[str]] = SET, quiet: bool = QUIET,
-             as_json: bool = typer.Option(False, "--json", help="Print students.json instead of the table.")) -> None:
+             as_json: bool = JSON) -> None:
     """Build, export and time candidate students before training; write students.md/.json/.png and a recipe."""
     from ..bench.timing import TimingConfig
     from ..students import StudentsConfig, find_students
@@ -39,12 +39,10 @@ def students(recipe: str = typer.Argument(..., help="Recipe path or name."),
                          device=device, batch=batch, candidates=_csv(candidates) or [], only=only,
                          families=_csv(families), distill=distill, rounds=rounds, threads=threads,
                          timing=TimingConfig(warmup_ms=100, duration_s=duration_s, min_iters=10))
-    say = (lambda _: None) if quiet else (lambda s: err.print(s, highlight=False))
     with reporting(err, quiet) as rep:
-        result = find_students(rec, cfg, file=file, out=out_dir, reporter=rep, say=say)
+        result = find_students(rec, cfg, file=file, out=out_dir, teacher_dir=teacher, reporter=rep, say=say(quiet))
     if as_json:
-        print(json.dumps(result, indent=2))
-        return
+        return print_json(result)
     out.print(students_table(result))
     if any("deployed" in r for r in result["rows"]):
         out.print(distilled_table(result))
@@ -79,9 +77,10 @@ def distilled_table(result: dict) -> Table:
     for r in (r for r in result["rows"] if "deployed" in r):
         d = r["deployed"]
         ok = d["status"] == "ok"
+        verdict = d["verdict"] + (" ★" if d.get("on_front") else "") if ok else f"{d['stage']} failed: {d['reason']}"
         t.add_row(r["label"], f"{100 * r['val_acc']:.2f} %",
                   f"{100 * r['test_acc']:.2f} %" if r.get("test_acc") is not None else "—",
                   f"{d['ms']:.3f}" if ok else "—",
-                  (d["verdict"] + (" ★" if d.get("on_front") else "")) if ok else f"{d['stage']} failed: {d['reason']}",
+                  verdict,
                   str(r["train_s"]))
     return t

@@ -19,10 +19,9 @@ import numpy as np
 import torch
 
 from ..errors import BadInput, MissingDependency
-from ..preprocess import Preprocess
+from ..preprocess import Preprocess, pad_batch
 
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
-ONNX_SUFFIX = {"fp32": ".onnx", "fp16": ".fp16.onnx", "int8": ".int8.onnx"}  # export/<model><suffix>
 ONNX_HINT = 'pip install "lfcc-deploy" (onnx, onnxruntime and onnxscript are dependencies)'
 
 
@@ -30,7 +29,7 @@ ONNX_HINT = 'pip install "lfcc-deploy" (onnx, onnxruntime and onnxscript are dep
 class ExportResult:
     """One artifact: what was written, how, and what it keeps of the fp32 model."""
 
-    format: str                 # onnx | onnx-int8 | onnx-fp16 | tensorrt
+    format: str                 # a name from export/formats.py
     precision: str              # fp32 | fp16 | int8
     path: str
     seconds: float
@@ -150,3 +149,18 @@ def model_inputs(source, pre: Preprocess, limit: int, batch: int = 256) -> Itera
 def stack_inputs(source, pre: Preprocess, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
     xs, ys = zip(*model_inputs(source, pre, limit))
     return torch.cat(xs), torch.cat(ys)
+
+
+def calibration_batches(images: torch.Tensor, batch_size: int, exact: bool = False) -> list[np.ndarray]:
+    """Fixed-size float32 batches, ragged tail dropped (onnxruntime's and TensorRT's calibrators take one
+    batch shape). Fewer images than one batch: one batch of them, padded to `batch_size` when `exact`
+    (a static-batch graph or engine accepts no other size)."""
+    n = int(images.shape[0])
+    if n == 0:
+        raise BadInput("no calibration images to build an INT8 model from", key="export.calibration_images",
+                       hint="set export.calibration_images to a positive number")
+    images = images.detach().to("cpu", torch.float32)
+    if n < batch_size:
+        return [np.ascontiguousarray((pad_batch(images, batch_size) if exact else images).numpy()).copy()]
+    arr = images.numpy()
+    return [arr[i:i + batch_size].copy() for i in range(0, n - batch_size + 1, batch_size)]

@@ -6,7 +6,6 @@ Every file is written atomically, so a crash never leaves half an engine or cach
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 from ..errors import BadInput, CheckFailed, MissingDependency
 from ..rundir import atomic_write, read_json, write_json, write_text
 from .config import ExportConfig
+from .trt_calibration import calibration_cache_path, file_sha256, make_calibrator
 
 TRT_INSTALL_HINT = ('pip install "lfcc-deploy[trt]" (NVIDIA\'s index: pip install "tensorrt>=10,<11" '
                     '--extra-index-url https://pypi.nvidia.com); needs an NVIDIA GPU with CUDA')
@@ -73,83 +73,6 @@ def builder_flags(precision: str) -> list[str]:
     return list(_FLAGS[precision])
 
 
-def calibration_batches(images: torch.Tensor, batch_size: int) -> list[np.ndarray]:
-    """Fixed-size float32 batches (TensorRT calibrators take one batch shape): ragged tail dropped."""
-    n = int(images.shape[0])
-    if n == 0:
-        raise BadInput("no calibration images to build an INT8 engine from", key="export.calibration_images",
-                       hint="set export.calibration_images to a positive number")
-    arr = images.detach().to("cpu", torch.float32).numpy()
-    if n < batch_size:
-        return [np.ascontiguousarray(arr).copy()]
-    return [arr[i:i + batch_size].copy() for i in range(0, n - batch_size + 1, batch_size)]
-
-
-def calibration_cache_path(engine_path: Path, onnx_path: Path, batches: list[np.ndarray]) -> Path:
-    """Cache named by a digest of model and data, so a changed model or data set never reuses stale scales."""
-    digest = hashlib.sha256()
-    with open(onnx_path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    for batch in batches:
-        digest.update(str(batch.shape).encode())
-        digest.update(batch.tobytes())
-    engine_path = Path(engine_path)
-    return engine_path.with_name(f"{engine_path.stem}.int8-calib-{digest.hexdigest()[:16]}.cache")
-
-
-class BatchFeeder:
-    """Which calibration batch comes next, and when there are none left (kept apart from TensorRT to test it)."""
-
-    def __init__(self, batches: list[np.ndarray]):
-        if not batches:
-            raise BadInput("no calibration batches", key="export.calibration_images")
-        if len({b.shape for b in batches}) != 1:
-            raise BadInput("calibration batches differ in shape; TensorRT needs one fixed batch shape")
-        self.batches, self.shape, self._next = batches, tuple(batches[0].shape), 0
-        self.batch_size = self.shape[0]
-
-    def next(self) -> np.ndarray | None:
-        if self._next >= len(self.batches):
-            return None
-        self._next += 1
-        return self.batches[self._next - 1]
-
-    def rewind(self) -> None:
-        self._next = 0
-
-
-def make_calibrator(trt, batches: list[np.ndarray], cache_path: Path):
-    """An IInt8EntropyCalibrator2 feeding `batches` through one CUDA buffer (torch-owned, no pycuda)."""
-    feeder, cache_path = BatchFeeder(batches), Path(cache_path)
-
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)  # pybind trampolines segfault without this
-            self._buffer: torch.Tensor | None = None
-
-        def get_batch_size(self) -> int:
-            return feeder.batch_size
-
-        def get_batch(self, names: list[str]) -> list[int] | None:
-            batch = feeder.next()
-            if batch is None:
-                return None
-            if self._buffer is None:
-                self._buffer = torch.empty(feeder.shape, dtype=torch.float32, device="cuda")
-            self._buffer.copy_(torch.from_numpy(batch))
-            torch.cuda.synchronize()  # TensorRT reads the buffer on its own stream
-            return [int(self._buffer.data_ptr())]
-
-        def read_calibration_cache(self) -> bytes | None:
-            return cache_path.read_bytes() if cache_path.is_file() else None
-
-        def write_calibration_cache(self, cache) -> None:
-            atomic_write(cache_path, lambda tmp: tmp.write_bytes(bytes(cache)))
-
-    return EntropyCalibrator()
-
-
 def _one_line(text: str) -> str:
     return " ".join(text.split())
 
@@ -190,8 +113,12 @@ def _check_request(onnx_path: Path, precision: str, shapes: dict, calibration: l
 
 def build_engine(onnx_path: Path, engine_path: Path, *, precision: str, shapes: dict,
                  calibration: list[np.ndarray] | None, workspace_gb: float, timing_cache: Path,
-                 log_path: Path, extra: dict[str, Any] | None = None) -> dict:
-    """Build and save an engine plus its metadata JSON (with `extra`: preprocessing, class names)."""
+                 log_path: Path, extra: dict[str, Any] | None = None,
+                 calibration_cache: Path | None = None) -> dict:
+    """Build and save an engine plus its metadata JSON (with `extra`: preprocessing, class names).
+
+    `calibration_cache`: where INT8 scales are kept (default: named after the engine and its inputs);
+    export builds into a temp folder and passes the cache beside the final engine, so it survives."""
     trt = import_tensorrt()  # first: without TensorRT nothing is written
     major = _builder_major(trt)
     onnx_path, engine_path, timing_cache = Path(onnx_path), Path(engine_path), Path(timing_cache)
@@ -225,7 +152,7 @@ def build_engine(onnx_path: Path, engine_path: Path, *, precision: str, shapes: 
         if precision == "fp32":
             config.clear_flag(trt.BuilderFlag.TF32)  # TF32 is on by default and breaks fp32 logit parity
         if precision == "int8":  # the local name keeps the calibrator alive through the build
-            calib_cache = calibration_cache_path(engine_path, onnx_path, calibration)
+            calib_cache = calibration_cache or calibration_cache_path(engine_path, onnx_path, calibration)
             calibrator = make_calibrator(trt, calibration, calib_cache)
             config.int8_calibrator = calibrator
             calib_profile = builder.create_optimization_profile()  # calibration runs at exactly this shape
@@ -250,7 +177,8 @@ def build_engine(onnx_path: Path, engine_path: Path, *, precision: str, shapes: 
             "calibration_batches": len(calibration) if precision == "int8" else 0,
             "gpu": torch.cuda.get_device_name(), "compute_capability": f"{major_cc}.{minor_cc}",
             "build_seconds": round(seconds, 2), "onnx": onnx_path.name, "engine": engine_path.name,
-            "engine_bytes": engine_path.stat().st_size, "note": _PORTABILITY,
+            "engine_bytes": engine_path.stat().st_size, "engine_sha256": file_sha256(engine_path),
+            "note": _PORTABILITY,
         }
         write_json(engine_path.with_suffix(".json"), meta)  # last: metadata present means the engine is whole
         return meta
@@ -259,11 +187,17 @@ def build_engine(onnx_path: Path, engine_path: Path, *, precision: str, shapes: 
 
 
 def engine_metadata(engine_path: Path) -> dict[str, Any]:
-    """The metadata JSON written beside an engine by build_engine."""
+    """The metadata JSON written beside an engine by build_engine, refused when it describes another
+    engine (the two files are replaced one after the other, and a kill could fall between)."""
     path = Path(engine_path).with_suffix(".json")
     if not path.is_file():
         raise BadInput("no engine metadata beside the TensorRT engine", file=str(path), hint="rebuild the engine")
-    return read_json(path)
+    meta = read_json(path)
+    digest = meta.get("engine_sha256")
+    if digest is not None and Path(engine_path).is_file() and digest != file_sha256(Path(engine_path)):
+        raise BadInput("the metadata describes another engine than the one beside it", file=str(path),
+                       hint="rebuild the engine with `lfcc-deploy export RUN_DIR --trt`")
+    return meta
 
 
 class TrtRunner:
@@ -290,6 +224,11 @@ class TrtRunner:
         self.input_name, self.output_name = inputs[0], outputs[0]
         dtypes = {trt.DataType.FLOAT: torch.float32, trt.DataType.HALF: torch.float16}
         self._out_dtype = dtypes[self.engine.get_tensor_dtype(self.output_name)]
+
+    def host(self, x: torch.Tensor) -> np.ndarray:
+        """Logits of a host batch on the host (parity checks and predict; the bench times __call__)."""
+        out = self(x.to("cuda", torch.float32)).float().cpu()  # .cpu() waits for the stream
+        return out.numpy()
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Enqueue on the current stream; the caller synchronises before reading the result."""

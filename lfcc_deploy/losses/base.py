@@ -25,7 +25,6 @@ class MethodContext:
     """What a method may need to know about the run, so the engine never branches on a method."""
 
     num_classes: int
-    num_train: int
     label_smoothing: float = 0.0
 
 
@@ -49,6 +48,11 @@ class RampConfig(Strict):
 
     ramp_epochs: float = Field(0.0, ge=0, description="teacher terms rise linearly from 0 over this many "
                                                       "epochs (0: full weight from the first step)")
+
+
+def hard_labels(y: torch.Tensor) -> torch.Tensor:
+    """Class indices from labels or from B×classes soft targets (mixup/cutmix): the dominant class."""
+    return y.argmax(1) if y.is_floating_point() else y
 
 
 class Method(nn.Module):
@@ -89,6 +93,7 @@ class Method(nn.Module):
         return self
 
     def ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """`y`: labels, or B×classes probabilities (mixup/cutmix), which torch's cross-entropy takes as is."""
         return F.cross_entropy(logits, y, label_smoothing=self.ctx.label_smoothing)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor,

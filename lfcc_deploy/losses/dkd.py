@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from .base import Method, RampConfig
+from .base import Method, RampConfig, hard_labels
 
 _OFF = -1e9  # masks a logit out of a softmax; exp() underflows to exactly 0, unlike -inf no NaN appears
 
@@ -65,7 +65,7 @@ class DKD(Method):
         with torch.no_grad():
             t_logits = self.teacher(x)
         logits = self.student(x)
-        tckd, nckd = dkd_parts(logits, t_logits, y, cfg.temperature)
+        tckd, nckd = dkd_parts(logits, t_logits, hard_labels(y), cfg.temperature)  # mixup: the dominant class
         ramp = self.ramp()
         return logits, {"ce": cfg.ce_weight * self.ce(logits, y), "tckd": ramp * cfg.alpha * tckd,
                         "nckd": ramp * cfg.beta * nckd}

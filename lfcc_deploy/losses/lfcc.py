@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from .. import distributed
-from .base import Method, RampConfig
+from .base import Method, RampConfig, hard_labels
 from .blocks import LowPassBank, Projector, bank_grids, info_nce, pair_stages, pairing_note, stage_channels
 from .kd import kd_loss
 
@@ -101,10 +101,11 @@ class LFCC(Method):
     def enqueue(self, t_embs: list[torch.Tensor], labels: torch.Tensor) -> None:
         """First in, first out: the global batch's teacher embeddings replace the oldest entries. Every
         data-parallel rank gathers the same rows, so the queues stay identical without a broadcast."""
-        labels = distributed.gather_with_grad(labels)
+        keep = slice(-self.cfg.queue, None)  # a global batch larger than the queue: its last rows
+        labels = distributed.gather_with_grad(labels)[keep]
         rows = (self.queue_ptr + torch.arange(len(labels), device=labels.device)) % self.cfg.queue
         for q, t in zip(self.queues(), t_embs):
-            q[rows] = distributed.gather_with_grad(t.detach().float())
+            q[rows] = distributed.gather_with_grad(t.detach().float())[keep]
         self.queue_labels[rows] = labels
         self.queue_ptr.copy_((self.queue_ptr + len(labels)) % self.cfg.queue)
 
@@ -123,7 +124,7 @@ class LFCC(Method):
         cfg = self.cfg
         t_logits, t_vecs = targets or self.teacher_targets(x)
         logits, maps = self.student.forward_stages(x, self.s_idx)
-        hard = y if y.ndim == 1 else y.argmax(1)  # soft (mixed) targets: their dominant class
+        hard = hard_labels(y)
         labels = hard if cfg.negatives == "other_classes" else None
         t_embs = [tp(tv) for tp, tv in zip(self.t_proj, t_vecs)]
         queue_labels = self.queue_labels if cfg.queue else None

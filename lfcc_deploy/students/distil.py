@@ -1,6 +1,6 @@
 """`students --distill K`: the K most promising candidates distilled as `compare` distils its rows.
 
-One teacher, trained once into OUT/teacher (or reused from there), serves every candidate; each
+One teacher, trained once into OUT/teacher (reused from there, or given by --teacher), serves every candidate; each
 candidate is its own resumable run directory under OUT/distill/, so an interrupted search picks
 up where it stopped. After training, each student is exported with the recipe's own [export]
 table (full parity tolerances now that the weights are trained) and timed again, interleaved.
@@ -21,10 +21,10 @@ def candidate_of(row: dict[str, Any]) -> Candidate:
     return Candidate(row["label"], row["model"], row["family"], row["kwargs"], row["note"])
 
 
-def distil_rows(base: Recipe, file: str, picks: list[dict[str, Any]], cfg, out: Path, device: str, data,
-                threads: int, reporter, say: Callable[[str], None]) -> dict[str, Any]:
+def distil_rows(base: Recipe, file: str, picks: list[dict[str, Any]], cfg, out: Path, teacher_dir: str | None,
+                device: str, data, threads: int, reporter, say: Callable[[str], None]) -> dict[str, Any]:
     """Train, export and time `picks` (rows gain val_acc, test_acc, deployed); returns the teacher record."""
-    ckpt, teacher = shared_teacher(base, file, out, None, device, reporter)
+    ckpt, teacher = shared_teacher(base, file, out, teacher_dir, device, reporter)
     for row in picks:
         recipe = row_recipe(candidate_recipe(base, candidate_of(row), file), Row(row["label"], base.distill.method),
                             base.distill.seed, ckpt, file)

@@ -14,15 +14,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..bench.backends import BACKENDS
+from ..bench.backends import BACKENDS  # importing the package registers every backend
 from ..bench.timing import TimingConfig, compute_samples, summarize
 from ..export.config import ExportConfig, Tolerance
 from ..export.run import export_run
 from ..models import check_model_name, save_net
-from ..pipeline import make_net
 from ..preprocess import Preprocess
 from ..recipe import Recipe, StudentConfig, recipe_dict, recipe_to_toml, validate_recipe
 from ..rundir import RECIPE_FILE, write_text
+from ..training import make_net
 from .candidates import Candidate
 from .front import noise_band
 

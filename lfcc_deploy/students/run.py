@@ -16,11 +16,12 @@ from typing import Any, Callable
 
 import torch
 
-from ..bench.backends import BACKENDS, PRECISIONS, register_all
+from ..bench.backends import BACKENDS  # importing the package registers every backend
 from ..bench.timing import TimingConfig, environment, set_cpu_threads
 from ..data import load_data
+from ..device import resolve_device
 from ..errors import BadInput
-from ..pipeline import resolve_device
+from ..export.formats import PRECISIONS
 from ..recipe import Recipe, recipe_dict, recipe_to_toml, validate_recipe
 from ..rundir import RunLock, write_text
 from . import front
@@ -51,13 +52,13 @@ class StudentsConfig:
 
     def check(self, recipe: Recipe) -> str:
         """Every option checked before anything is built; returns the resolved device."""
-        register_all()
         backend = BACKENDS.get(self.backend, key="--backend")
         if self.precision not in PRECISIONS:
             raise BadInput(f"unknown precision {self.precision!r}; allowed: {', '.join(PRECISIONS)}", key="--precision")
         if self.percentile not in PERCENTILES:
             raise BadInput(f"--percentile must be {' or '.join(PERCENTILES)} (got {self.percentile!r})")
-        for name, value, low in (("--batch", self.batch, 1), ("--distill", self.distill, 0), ("--rounds", self.rounds, 2)):
+        for name, value, low in (("--batch", self.batch, 1), ("--distill", self.distill, 0),
+                                 ("--rounds", self.rounds, 2)):
             if value < low:
                 raise BadInput(f"{name} must be >= {low} (got {value})", key=name)
         if self.budget_ms is not None and self.budget_ms <= 0:
@@ -92,7 +93,9 @@ def chosen_recipe(base: Recipe, row: dict[str, Any], cfg: StudentsConfig, device
 
 
 def find_students(base: Recipe, cfg: StudentsConfig, *, file: str, out: str | Path | None = None,
-                  reporter=None, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+                  teacher_dir: str | None = None, reporter=None,
+                  say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Measure, mark, optionally distil; writes OUT/students.* and the chosen recipe, returns students.json."""
     started = time.perf_counter()
     device = cfg.check(base)
     cands = select(cfg.families, cfg.candidates, cfg.only)
@@ -143,7 +146,7 @@ def find_students(base: Recipe, cfg: StudentsConfig, *, file: str, out: str | Pa
             if not picks:
                 raise BadInput(f"no candidate fits {cfg.budget_ms} ms", key="--budget-ms",
                                hint="raise the budget; students.json lists every candidate's latency")
-            teacher = distil_rows(base, file, picks, cfg, out, device, data, threads, reporter, say)
+            teacher = distil_rows(base, file, picks, cfg, out, teacher_dir, device, data, threads, reporter, say)
             trained = [r for r in picks if r["deployed"]["status"] == "ok"]
             for r, on in zip(trained, front.pareto([(r["deployed"]["ms"], r["val_acc"]) for r in trained])):
                 r["deployed"]["on_front"] = on
