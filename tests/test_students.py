@@ -145,3 +145,31 @@ def test_distill_reuses_one_teacher(tmp_path, cli, monkeypatch):
     again = cli(*args)
     assert again.code == 0 and len(calls) == 1  # the teacher and the students are reused, not retrained
     assert (out / "distill" / "test_resnet" / "student.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_interleaved_timing_pools_rounds_and_isolates_a_failing_runner():
+    import torch
+
+    from lfcc_deploy.bench.backends import Runner
+    from lfcc_deploy.bench.timing import TimingConfig
+    from lfcc_deploy.students.measure import time_interleaved
+    calls: list[str] = []
+
+    def ok(x):
+        calls.append("ok")
+        return x
+
+    def flaky(x):
+        calls.append("flaky")
+        if calls.count("flaky") > 3:  # survives round 0 (one warm-up call + two timed), fails in round 1
+            raise RuntimeError("device lost")
+        return x
+
+    cpu, x = torch.device("cpu"), torch.zeros(1)
+    out = time_interleaved({"ok": (Runner(ok, cpu), x), "flaky": (Runner(flaky, cpu), x)},
+                           TimingConfig(warmup_ms=0, duration_s=0, min_iters=6), rounds=3, percentile="p99")
+    assert out["flaky"] == {"error": "RuntimeError: device lost"}
+    assert out["ok"]["latency"]["iters"] == 6 and len(out["ok"]["rounds_ms"]) == 3  # 3 slices of 2 pooled
+    assert out["ok"]["ms"] == out["ok"]["latency"]["p99_ms"]
+    assert calls[:4] == ["ok"] * 3 + ["flaky"]  # round 0 in the given order, round 1 rotated
+    assert calls[6] == "flaky"

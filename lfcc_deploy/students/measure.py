@@ -144,7 +144,8 @@ def time_interleaved(loaded: dict[str, tuple[Any, torch.Tensor]], cfg: TimingCon
     errors: dict[str, str] = {}
     names = list(loaded)
     for r in range(rounds):
-        for name in names[r % len(names):] + names[: r % len(names)] if names else []:
+        start = r % len(names) if names else 0
+        for name in names[start:] + names[:start]:
             if name in errors:
                 continue
             runner, x = loaded[name]
