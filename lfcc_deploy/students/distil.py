@@ -13,8 +13,7 @@ from typing import Any, Callable
 from ..compare import Row, distil_row, row_recipe, shared_teacher
 from ..recipe import Recipe
 from .candidates import Candidate
-from .front import verdict
-from .measure import candidate_recipe, export_artifact, load_runner, time_interleaved
+from .measure import apply_timing, candidate_recipe, export_artifact, load_runner, time_interleaved
 
 
 def candidate_of(row: dict[str, Any]) -> Candidate:
@@ -48,10 +47,6 @@ def distil_rows(base: Recipe, file: str, picks: list[dict[str, Any]], cfg, out: 
         if runner:
             loaded[row["label"]] = runner
     say(f"students: timing {len(loaded)} trained students, interleaved")
-    for label, result in time_interleaved(loaded, cfg.timing, cfg.rounds, cfg.percentile).items():
-        d = next(r for r in picks if r["label"] == label)["deployed"]
-        if "error" in result:
-            d.update(status="failed", stage="run", reason=result["error"])
-        else:
-            d.update(result, verdict=verdict(result["ms"], result["band"], cfg.budget_ms))
+    apply_timing({r["label"]: r["deployed"] for r in picks},
+                 time_interleaved(loaded, cfg.timing, cfg.rounds, cfg.percentile), cfg.budget_ms)
     return dict(teacher or {}, checkpoint=str(ckpt))

@@ -24,7 +24,7 @@ from ..recipe import Recipe, StudentConfig, recipe_dict, recipe_to_toml, validat
 from ..rundir import RECIPE_FILE, write_text
 from ..training import make_net
 from .candidates import Candidate
-from .front import noise_band
+from .front import noise_band, verdict
 
 REPEATED_WARMUP_MS = 20.0  # later slices of an interleaved candidate: caches only, clocks are warm
 
@@ -165,3 +165,12 @@ def time_interleaved(loaded: dict[str, tuple[Any, torch.Tensor]], cfg: TimingCon
         out[name] = dict(latency=stats, ms=stats[f"{percentile}_ms"], rounds_ms=[round(v, 4) for v in per_round[name]],
                          band=[round(v, 4) for v in noise_band(per_round[name])])
     return out
+
+
+def apply_timing(targets: dict[str, dict[str, Any]], timed: dict[str, dict[str, Any]], budget_ms: float | None) -> None:
+    """Each target row gains its latency, band and budget verdict, or fails at the run stage."""
+    for label, result in timed.items():
+        if "error" in result:
+            targets[label].update(status="failed", stage="run", reason=result["error"])
+        else:
+            targets[label].update(result, verdict=verdict(result["ms"], result["band"], budget_ms))

@@ -27,8 +27,8 @@ from ..rundir import RunLock, write_text
 from . import front
 from .candidates import select
 from .distil import candidate_of, distil_rows
-from .measure import build_candidate, candidate_recipe, export_artifact, load_runner, probe_export_config, \
-    time_interleaved
+from .measure import apply_timing, build_candidate, candidate_recipe, export_artifact, load_runner, \
+    probe_export_config, time_interleaved
 from .report import write_outputs
 
 PERCENTILES = ("p50", "p99")  # the two limits a [[gates.latency]] entry can carry
@@ -129,12 +129,8 @@ def find_students(base: Recipe, cfg: StudentsConfig, *, file: str, out: str | Pa
             set_cpu_threads(threads)
         say(f"students: timing {len(loaded)} candidates interleaved, {cfg.rounds} rounds of "
             f"{cfg.timing.duration_s / cfg.rounds:.2f} s each")
-        for label, result in time_interleaved(loaded, cfg.timing, cfg.rounds, cfg.percentile).items():
-            row = next(r for r in rows if r["label"] == label)
-            if "error" in result:
-                row.update(status="failed", stage="run", reason=result["error"])
-            else:
-                row.update(result, verdict=front.verdict(result["ms"], result["band"], cfg.budget_ms))
+        apply_timing({r["label"]: r for r in rows}, time_interleaved(loaded, cfg.timing, cfg.rounds, cfg.percentile),
+                     cfg.budget_ms)
         del loaded
         ok = [r for r in rows if r["status"] == "ok"]
         for r, on in zip(ok, front.pareto([(r["ms"], r["macs"]) for r in ok])):
