@@ -187,7 +187,9 @@ def test_check_resolves_stages_and_rejects_bad_indexes():
     teacher, student = make(*VIT, 0), make(*CNN, 1)  # test_vit: 4 stages, test_resnet: 5 stages
     fit = METHODS.get("fitnet")
     line = fit.check(student, teacher, fit.Config())
-    assert "student 3 (192×1×1) → teacher 2 (64×4×4)" in line and "student 4" in line and "teacher 3" in line
+    # the deepest student stages larger than 1×1 (the 1×1 ones would be hinted as constants), by depth
+    assert line == ("fitnet stages: student 1 layer1 (32×4×4) → teacher 2 blocks.4 (64×4×4), "
+                    "student 2 layer2 (48×2×2) → teacher 3 blocks.5 (64×4×4)")
     line = fit.check(student, teacher, fit.Config(student_stages=[-1], teacher_stages=[0]))
     assert "student 4" in line and "teacher 0" in line
     with pytest.raises(BadInput) as err:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -176,6 +177,9 @@ def test_torchrun_bad_input_stops_every_rank_before_writing(tmp_path):
                                      "--set", "distill.sync_batchnorm=true"), timeout=120)
     assert code != 0
     assert err.count("sync_batchnorm needs CUDA") == 2  # the same one-line error on both ranks
-    assert err.count("exitcode  : 2") == 2  # both ranks exit with the bad-input code, no traceback of theirs
+    # the bad-input code, no traceback of theirs; a rank still exiting when torchrun saw the first
+    # failure may be terminated by it instead (SIGTERM, -15): a race the load of the machine decides
+    codes = re.findall(r"exitcode\s*:\s*(-?\d+)", err)
+    assert "2" in codes and set(codes) <= {"2", "-15"}, codes
     assert err.count("Traceback") <= 1  # only torchrun's own report of the failed children
     assert not out.exists()
