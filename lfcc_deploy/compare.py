@@ -52,8 +52,8 @@ def _stats(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
-def _teacher(base: Recipe, file: str, out: Path, teacher_dir: str | None, device,
-             reporter) -> tuple[Path, dict[str, Any] | None]:
+def shared_teacher(base: Recipe, file: str, out: Path, teacher_dir: str | None, device,
+                   reporter) -> tuple[Path, dict[str, Any] | None]:
     """Train the teacher once into OUT/teacher, or take --teacher RUN_DIR; (checkpoint, its summary entry)."""
     if teacher_dir:
         return teacher_of_run(teacher_dir)
@@ -65,6 +65,17 @@ def _teacher(base: Recipe, file: str, out: Path, teacher_dir: str | None, device
                       reporter=reporter)
     known = read_json(summary).get("teacher") if summary.is_file() else None
     return ckpt, known  # without a summary each row measures the teacher itself
+
+
+def distil_row(recipe: Recipe, run_dir: Path, *, file: str, device, reporter, teacher: dict[str, Any] | None,
+               note: str) -> dict[str, Any]:
+    """One row's run directory: its summary when finished, else distilled now (resumed when started)."""
+    if (run_dir / SUMMARY_FILE).is_file():
+        return read_json(run_dir / SUMMARY_FILE)
+    if reporter:
+        reporter.note(f"{note} -> {run_dir}")
+    return distill(recipe, file=file, out=run_dir, resume=(run_dir / RECIPE_FILE).exists(), device=device,
+                   reporter=reporter, teacher_result=teacher)
 
 
 def compare(base: Recipe, *, file: str, methods: list[str], seeds: int, variants: list[str],
@@ -82,22 +93,14 @@ def compare(base: Recipe, *, file: str, methods: list[str], seeds: int, variants
     out = Path(out) if out else Path("runs") / f"{base.name}-compare"
     for row in rows:  # validate every row's recipe before training anything
         row_recipe(base, row, 0, out / "teacher.safetensors", file)
-    ckpt, teacher = _teacher(base, file, out, teacher_dir, device, reporter)
+    ckpt, teacher = shared_teacher(base, file, out, teacher_dir, device, reporter)
     results = []
     for row in rows:
         runs = []
         for seed in range(seeds):
             run_dir = out / row.label / f"seed{seed}"
-            if (run_dir / SUMMARY_FILE).is_file():
-                done = read_json(run_dir / SUMMARY_FILE)
-                runs.append(done["student"])
-                teacher = teacher or done["teacher"]
-                continue
-            if reporter:
-                reporter.note(f"compare: {row.label} seed {seed} -> {run_dir}")
-            summary = distill(row_recipe(base, row, seed, ckpt, file), file=file, out=run_dir,
-                              resume=(run_dir / RECIPE_FILE).exists(), device=device, reporter=reporter,
-                              teacher_result=teacher)
+            summary = distil_row(row_recipe(base, row, seed, ckpt, file), run_dir, file=file, device=device,
+                                 reporter=reporter, teacher=teacher, note=f"compare: {row.label} seed {seed}")
             runs.append(summary["student"])
             teacher = teacher or summary["teacher"]
         results.append(_row_result(row, runs))

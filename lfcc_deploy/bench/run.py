@@ -22,7 +22,8 @@ from ..preprocess import Preprocess, pad_batch
 from ..progress import default_say
 from .backends import BACKENDS, Runner
 from .report import derive, write_report
-from .timing import LatencyStats, TimingConfig, environment, interleaved_ms, set_cpu_threads, time_cpu, time_cuda
+from .timing import (LatencyStats, TimingConfig, compute_samples, environment, interleaved_ms, set_cpu_threads,
+                     summarize, time_cpu)
 
 MODELS = ("student", "teacher")
 MODES = ("compute", "e2e")
@@ -102,10 +103,10 @@ def _call(runner: Runner, pre: Preprocess, u8: torch.Tensor, mode: str) -> Calla
 
 
 def time_batch(runner: Runner, pre: Preprocess, images: Images, batch: int, cfg: BenchConfig) -> LatencyStats:
-    fn = _call(runner, pre, images.batch(batch), cfg.mode)
+    u8 = images.batch(batch)
     if cfg.mode == "e2e":
-        return time_cpu(fn, cfg.timing)
-    return time_cuda(fn, cfg.timing) if runner.cuda_events else time_cpu(lambda: (fn(), runner.sync()), cfg.timing)
+        return time_cpu(_call(runner, pre, u8, cfg.mode), cfg.timing)
+    return summarize(compute_samples(runner, pre(u8.to(runner.device)), cfg.timing))
 
 
 def versus_fp32(rows: list[dict], runners: dict[str, Runner], pre: Preprocess, images: Images, cfg: BenchConfig,

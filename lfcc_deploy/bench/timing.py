@@ -74,6 +74,12 @@ def _done(n: int, elapsed_s: float, cfg: TimingConfig) -> bool:
 def time_cpu(fn: Callable[[], object], cfg: TimingConfig,
              clock: Callable[[], int] = time.perf_counter_ns) -> LatencyStats:
     """Latency of a synchronous call; `clock` (integer ns) is injectable so the loop can be tested."""
+    return summarize(cpu_samples(fn, cfg, clock))
+
+
+def cpu_samples(fn: Callable[[], object], cfg: TimingConfig,
+                clock: Callable[[], int] = time.perf_counter_ns) -> list[float]:
+    """Per-call milliseconds of `time_cpu`'s loop; callers that pool slices (interleaving) need them raw."""
     start = clock()
     fn()  # at least one warm-up call, even with warmup_ms == 0
     while clock() - start < cfg.warmup_ms * 1e6:
@@ -86,11 +92,15 @@ def time_cpu(fn: Callable[[], object], cfg: TimingConfig,
         t1 = clock()
         samples.append((t1 - t0) / 1e6)
         if _done(len(samples), (t1 - begin) / 1e9, cfg):
-            return summarize(samples)
+            return samples
 
 
 def time_cuda(fn: Callable[[], object], cfg: TimingConfig) -> LatencyStats:
-    """Latency of GPU work measured by CUDA events on the current stream.
+    return summarize(cuda_samples(fn, cfg))
+
+
+def cuda_samples(fn: Callable[[], object], cfg: TimingConfig) -> list[float]:
+    """Per-call milliseconds of GPU work measured by CUDA events on the current stream.
 
     A host sync per iteration would drain the launch queue and add its own latency to every
     sample; events time the work on the device, so they are only synchronised once at the end.
@@ -113,7 +123,15 @@ def time_cuda(fn: Callable[[], object], cfg: TimingConfig) -> LatencyStats:
         if _done(len(events), time.perf_counter() - begin, cfg):
             break
     events[-1][1].synchronize()
-    return summarize([a.elapsed_time(b) for a, b in events])
+    return [a.elapsed_time(b) for a, b in events]
+
+
+def compute_samples(runner, x, cfg: TimingConfig) -> list[float]:
+    """Per-call milliseconds of `runner.run(x)`, input already on the device: CUDA events for runners
+    that enqueue on torch's stream, else the host clock around the call and its sync."""
+    if runner.cuda_events:
+        return cuda_samples(lambda: runner.run(x), cfg)
+    return cpu_samples(lambda: (runner.run(x), runner.sync()), cfg)
 
 
 def _driver_version() -> str | None:

@@ -30,6 +30,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 
 from . import (bench as _bench, compare as _compare, export as _export, models as _models,  # noqa: E402,F401
                pipeline as _pipeline, profile as _profile, recipes as _recipes, train as _train)
+from . import students as _students  # noqa: E402,F401
 
 
 def _fail(line: str, hint: str | None, code: int) -> int:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..data import load_data, stratified_subset
+from ..data import DataBundle, load_data, stratified_subset
 from ..errors import BadInput
 from ..models import Net, load_net
 from ..preprocess import Preprocess, pad_batch
@@ -35,7 +35,8 @@ def run_recipe(run_dir: Path, overrides: list[str]) -> tuple[Recipe, str]:
 class Exporter:
     """The model, its reference logits on the test images, calibration images."""
 
-    def __init__(self, run_dir: Path, recipe: Recipe, file: str, model: str, say: Callable[[str], None]):
+    def __init__(self, run_dir: Path, recipe: Recipe, file: str, model: str, say: Callable[[str], None],
+                 data: DataBundle | None = None):
         if model not in MODELS:
             raise BadInput(f"--model must be one of {', '.join(MODELS)} (got {model!r})")
         weights = run_dir / f"{model}.safetensors"
@@ -46,7 +47,7 @@ class Exporter:
         self.out = run_dir / EXPORT_DIR
         self.net: Net = load_net(weights).eval()
         self.pre = Preprocess.of(self.net.spec)
-        data = load_data(recipe.data, file=file)
+        data = data or load_data(recipe.data, file=file)
         self.split = "test" if data.test is not None else "val"
         x, y = stack_inputs(data.test if data.test is not None else data.val, self.pre, self.cfg.parity_images)
         if not self.cfg.dynamic_batch:  # a static graph takes whole batches only

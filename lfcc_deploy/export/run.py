@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import torch
 
+from ..data import DataBundle
 from ..errors import BadInput, CheckFailed
 from ..progress import default_say
 from ..rundir import RunLock, read_json, write_json
@@ -35,12 +36,13 @@ def _preflight_trt() -> None:
 def export_run(run_dir: str | Path, *, model: str = "student", onnx: bool = True, int8: bool = False,
                fp16: bool = False, trt: bool = False, overrides: list[str] | None = None,
                say: Callable[[str], None] = default_say, check: bool = True,
-               config: ExportConfig | None = None) -> dict[str, Any]:
+               config: ExportConfig | None = None, data: DataBundle | None = None) -> dict[str, Any]:
     """Export one model of a run directory; returns the summary also written to export/export.json.
 
     With `check`, raises CheckFailed (exit 1) after writing parity.json when a precision is outside
     its tolerance; artifacts outside tolerance are never written. `config` replaces the run's own
-    [export] table (the pipeline passes the one from the recipe it was given).
+    [export] table (the pipeline passes the one from the recipe it was given); `data`, the run's dataset
+    already loaded (`students` exports dozens of runs of one dataset).
     """
     run_dir = Path(run_dir)
     recipe, file = run_recipe(run_dir, overrides or [])
@@ -54,7 +56,7 @@ def export_run(run_dir: str | Path, *, model: str = "student", onnx: bool = True
         raise BadInput(f"--no-onnx needs an existing {fp32}", hint="drop --no-onnx to export it now")
     for package in ("onnx", "onnxruntime"):
         require(package)
-    job = Exporter(run_dir, recipe, file, model, say)
+    job = Exporter(run_dir, recipe, file, model, say, data)
     results: list[ExportResult] = []
     parity: dict[str, Any] = {}
     with RunLock(run_dir, hint="wait for it to finish"):
