@@ -161,7 +161,8 @@ def test_torchrun_distill_lfcc_interrupted_then_resumed(tmp_path):
     student_epochs = [("student", e) for e in range(1, epochs + 1)]
     assert [(r["phase"], r["epoch"]) for r in lines] == [("teacher", 1)] + student_epochs  # once each, rank 0
     names = sorted(p.name for p in out.iterdir() if ".tmp-" not in p.name)  # a kill can leave a temp file
-    assert names == [".lock", "checkpoint", "curves.png", "metrics.csv", "metrics.jsonl", "recipe.toml", "student.safetensors",
+    assert names == [".lock", "checkpoint", "curves.png", "metrics.csv", "metrics.jsonl", "recipe.toml",
+                     "student.safetensors",
                      "student_last.safetensors", "summary.json", "teacher.safetensors", "teacher_last.safetensors"]
     assert sorted(p.name for p in (out / "checkpoint").iterdir()) == ["student.pt", "teacher.pt"]
 
