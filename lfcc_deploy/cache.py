@@ -87,7 +87,7 @@ def cache_key(method: Method, identity: str, subset: torch.Tensor, aug: Augment,
                  teacher=_teacher_hash(method), data=identity,
                  subset=hashlib.sha256(subset.numpy().tobytes()).hexdigest(),
                  img_size=spec.img_size, channels=spec.in_chans, mean=spec.mean, std=spec.std,
-                 augment=aug.model_dump(), views=views, view_seed=seed, dtype=dtype)
+                 augment=aug.model_dump(exclude={"style", "timm"}), views=views, view_seed=seed, dtype=dtype)
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 

@@ -2,9 +2,10 @@
 
 Small datasets are held whole as uint8 at native resolution and moved to the device
 once; image folders are decoded by DataLoader workers. Either way float conversion,
-resizing and augmentation run on the device, and every random choice comes from a
-generator seeded by (seed, epoch[, step]), so a run resumed at step k sees exactly the
-batches an uninterrupted run would.
+resizing and the pad-crop augmentation run on the device; with `data.augment.style = "timm"`
+the training views come from timm's transforms in DataLoader workers instead (`augment`).
+Every random choice comes from a generator seeded by (seed, epoch[, step or image]), so a
+run resumed at step k sees exactly the batches an uninterrupted run would.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .augment import SEED_RANGE, TimmViews, eval_transform
 from .errors import BadInput
 from .preprocess import convert_channels, to_unit_float
 
@@ -57,6 +59,11 @@ def _generator(*parts: object) -> torch.Generator:
     """A CPU generator whose seed mixes all parts, so (seed, epoch, step) never collide."""
     digest = hashlib.sha256(repr(parts).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def _seed(*parts: object) -> int:
+    """A seed for timm's global-RNG transforms, mixed from all parts like `_generator`'s."""
+    return _generator(*parts).initial_seed() % SEED_RANGE
 
 
 def _device(device: str | torch.device) -> torch.device:
@@ -121,11 +128,13 @@ def augment_batch(x: Tensor, aug: Augment, generator: torch.Generator) -> Tensor
 
 
 class Source:
-    """One split as a stream of float batches on the device. Subclasses supply `subset`,
-    `_uint8_batches` (uint8 x and labels on the device, in the given order) and
-    `_stats_batches` (uint8 CPU batches to measure)."""
+    """One split as a stream of float batches on the device. Subclasses supply `_subset`,
+    `_uint8_batches` (uint8 x and labels on the device, in the given order), `_stats_batches`
+    (uint8 CPU batches to measure) and `_reader` (position -> RGB PIL image, for timm's views)."""
 
     labels: Tensor  # int64 [N] on the CPU
+    resize: str = "interpolate"  # set by load_data from data.resize; subsets inherit it
+    views: TimmViews | None = None  # set when data.augment.style resolves to "timm"
 
     def __init__(self, labels: Tensor, channels: int, img_size: int):
         self.labels, self.channels, self.img_size = labels, channels, img_size
@@ -155,12 +164,19 @@ class Source:
         order = order[rank: len(order) // world * world: world] if world > 1 else order
         end = min(len(order), self.steps_per_epoch(batch_size, train, world) * batch_size)
         picked = order[start_step * batch_size:end]
-        chunks = self._uint8_batches(picked, batch_size, device)
+        rank_part = (rank,) if world > 1 else ()
+        timm = train and augment is not None and self.views is not None
+        if timm:  # float views (and soft targets with mixup) from timm's transforms in the workers
+            seeds = torch.randint(SEED_RANGE, (len(self),), generator=_generator("views", seed, epoch))
+            chunks = self.views.batches(augment.timm, self._reader(), self.labels, picked, batch_size, device,
+                                        seeds, lambda step: _seed("mix", seed, epoch, step, *rank_part), start_step)
+        else:
+            chunks = self._uint8_batches(picked, batch_size, device)
         for step, (x, y) in enumerate(chunks, start=start_step):
-            x = to_unit_float(x, self.img_size, self.channels)
-            if train and augment is not None:
-                parts = ("augment", seed, epoch, step) + ((rank,) if world > 1 else ())
-                x = augment_batch(x, augment, _generator(*parts))
+            if not timm:
+                x = to_unit_float(x, self.img_size, self.channels, self.resize)
+                if train and augment is not None:
+                    x = augment_batch(x, augment, _generator("augment", seed, epoch, step, *rank_part))
             if with_index:
                 first = (step - start_step) * batch_size
                 yield x, y, picked[first: first + len(y)]
@@ -184,7 +200,9 @@ class Source:
         return tuple(mean.tolist()) * reps, tuple(std.tolist()) * reps
 
     def subset(self, indices: Tensor) -> Source:
-        raise NotImplementedError
+        part = self._subset(indices)
+        part.views, part.resize = self.views, self.resize
+        return part
 
 
 class TensorSource(Source):
@@ -198,7 +216,7 @@ class TensorSource(Source):
         self.images = images
         self._on_device: dict[torch.device, tuple[Tensor, Tensor]] = {}
 
-    def subset(self, indices: Tensor) -> TensorSource:
+    def _subset(self, indices: Tensor) -> TensorSource:
         return TensorSource(self.images[indices], self.labels[indices], self.channels,
                             self.img_size)
 
@@ -212,17 +230,41 @@ class TensorSource(Source):
     def _stats_batches(self):
         return self.images.split(4096)
 
+    def _reader(self):
+        return _TensorImages(self.images)
+
+
+class _TensorImages:
+    """Position -> RGB PIL image of a uint8 N×C×H×W tensor (picklable for DataLoader workers)."""
+
+    def __init__(self, images: Tensor):
+        self.images = images
+
+    def __call__(self, i: int):
+        from PIL import Image
+        a = self.images[i].permute(1, 2, 0).numpy()
+        return Image.fromarray(a[:, :, 0] if a.shape[2] == 1 else a).convert("RGB")
+
+
+class _FolderImages:
+    """Position -> RGB PIL image of an ImageFolder's rows `index`, undecoded by its own transform."""
+
+    def __init__(self, dataset, index: Tensor):
+        self.dataset, self.index = dataset, index
+
+    def __call__(self, i: int):
+        return self.dataset.loader(self.dataset.samples[int(self.index[i])][0]).convert("RGB")
+
 
 class _Decode:
-    """Worker-side transform: decode to L/RGB, resize the short side, centre-crop, uint8 C×H×W."""
+    """Worker-side transform: decode to L/RGB, then timm's evaluation crop (resize the short side to
+    size / crop_pct, centre-crop size), uint8 C×H×W. crop_pct = 1 unless data.augment.style is timm."""
 
-    def __init__(self, channels: int, size: int):
-        self.mode, self.size = ("L" if channels == 1 else "RGB"), size
+    def __init__(self, channels: int, size: int, crop_pct: float = 1.0):
+        self.mode, self.crop = ("L" if channels == 1 else "RGB"), eval_transform(size, crop_pct)
 
     def __call__(self, img):
-        from torchvision.transforms import functional as TF
-        img = TF.center_crop(TF.resize(img.convert(self.mode), self.size), self.size)
-        return TF.pil_to_tensor(img)
+        return self.crop(img.convert(self.mode))
 
 
 class FolderSource(Source):
@@ -233,7 +275,7 @@ class FolderSource(Source):
                          img_size)
         self.dataset, self.index, self.workers = dataset, index, workers
 
-    def subset(self, indices: Tensor) -> FolderSource:
+    def _subset(self, indices: Tensor) -> FolderSource:
         return FolderSource(self.dataset, self.index[indices], self.channels, self.img_size,
                             self.workers)
 
@@ -249,6 +291,9 @@ class FolderSource(Source):
         chunks = self._uint8_batches(sample, 64, torch.device("cpu"))
         return (x for x, _ in chunks)
 
+    def _reader(self):
+        return _FolderImages(self.dataset, self.index)
+
 
 @dataclass
 class DataBundle:
@@ -258,6 +303,7 @@ class DataBundle:
     class_names: list[str]
     channels: int
     img_size: int
+    resize: str
     train: Source
     val: Source
     test: Source | None
@@ -424,10 +470,11 @@ def _image_folders(cfg: DataConfig, file: str | None):
     """(root, train, val or None) ImageFolders; val/ must hold exactly train/'s classes."""
     from torchvision.datasets import ImageFolder
     root = _root(cfg, file)
+    crop_pct = cfg.augment.timm.crop_pct if cfg.augment_style() == "timm" else 1.0
 
     def folder(split: str):
         try:
-            return ImageFolder(str(root / split), transform=_Decode(cfg.channels, cfg.img_size))
+            return ImageFolder(str(root / split), transform=_Decode(cfg.channels, cfg.img_size, crop_pct))
         except FileNotFoundError as err:  # no folder, no class folders, or no images
             raise BadInput(str(err), file=str(root / split), key="data.root",
                            hint=ROOT_HINTS["imagefolder"]) from None
@@ -479,7 +526,9 @@ def _identity(cfg: DataConfig, root: str | None, *sources: Source | None) -> str
         labels.update(b"none|" if s is None else s.labels.numpy().tobytes() + b"|")
     blob = json.dumps({"name": cfg.name, "root": root, "split_seed": cfg.split_seed,
                        "val_fraction": cfg.val_fraction, "labels": labels.hexdigest(),
-                       "sizes": [None if s is None else len(s) for s in sources]}, sort_keys=True)
+                       "sizes": [None if s is None else len(s) for s in sources],
+                       **({"resize": cfg.resize} if cfg.resize != "interpolate" else {})},  # older hashes stay valid
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -487,11 +536,16 @@ def load_data(cfg: DataConfig, *, file: str | None = None) -> DataBundle:
     """Load `cfg.name`, carve the seeded stratified validation split from train, and
     fingerprint the result. `file` is the recipe, named in errors."""
     full, test, class_names, root = _DATASETS[cfg.name][0](cfg, file)
+    for source in (full, test):
+        if source is not None:
+            source.resize = cfg.resize
+    if cfg.augment_style() == "timm":
+        full.views = TimmViews(len(class_names), cfg.channels, cfg.img_size, cfg.workers)
     rest, held = _split(full.labels, cfg.val_fraction, cfg.split_seed)
     train, val = full.subset(rest), full.subset(held)
     mean, std = train.pixel_stats()
     return DataBundle(name=cfg.name, class_names=class_names, channels=cfg.channels,
-                      img_size=cfg.img_size, train=train, val=val, test=test, mean=mean, std=std,
+                      img_size=cfg.img_size, resize=cfg.resize, train=train, val=val, test=test, mean=mean, std=std,
                       identity=_identity(cfg, root, train, val, test))
 
 

@@ -20,7 +20,7 @@ import torch
 from . import distributed
 from .data import DataBundle, Source, stratified_subset
 from .errors import BadInput, Diverged
-from .losses import Method
+from .losses import Method, hard_labels
 from .models import Net, load_weights, param_count, save_net
 from .optim import autocast, lr_lambda, make_optimizer, train_step
 from .recipe import Augment, TrainConfig
@@ -220,13 +220,14 @@ class Trainer:
         tick = (t0, st["step"])
         self.method.train()
         for x, y, targets in self._batches(epoch, start):
+            self.method.set_progress(st["step"], self.spe, self.total)
             logits, losses, loss = train_step(self.method, self.opt, x, y, self.device, cfg.grad_clip, targets)
             self.sched.step()
             acc["bad_step"] = torch.where((acc["bad_step"] < 0) & ~torch.isfinite(loss),
                                           acc["steps"] + epoch * self.spe, acc["bad_step"])
             acc["steps"] += 1
             acc["loss"] += loss.detach().float() * len(y)
-            acc["correct"] += (logits.detach().argmax(1) == y).sum()
+            acc["correct"] += (logits.detach().argmax(1) == hard_labels(y)).sum()
             acc["seen"] += len(y)
             for k, v in losses.items():
                 acc[f"loss_{k}"] = acc.get(f"loss_{k}", 0) + v.detach().float() * len(y)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import inspect
 import json
+import math
 import sys
 import textwrap
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,7 @@ class ModelSpec:
     std: list[float]
     kwargs: dict[str, Any] = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
+    resize: str = "interpolate"  # how smaller images reach img_size (preprocess.RESIZE_MODES)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -123,8 +125,9 @@ def stage_indices(model: nn.Module) -> list[int]:
     reductions = [f["reduction"] for f in info]
     if len(set(reductions)) > 1:
         return [i for i, r in enumerate(reductions) if i == len(info) - 1 or reductions[i + 1] != r]
-    n = len(info)
-    return sorted({round((k + 1) * n / 4) - 1 for k in range(min(4, n))})
+    n, taps = len(info), min(4, len(info))
+    # evenly spaced, ending at the last block; halves round up (round() would round 1.5 and 4.5 to even)
+    return sorted({math.floor((k + 1) * n / taps + 0.5) - 1 for k in range(taps)})
 
 
 class Net(nn.Module):

@@ -1,15 +1,16 @@
 """The one input pipeline from uint8 pixels to a model's input, shared by training, export,
 `predict` and the bench's end-to-end mode, so a deployed model sees exactly what it was trained on.
 
-Steps: uint8 N×C×H×W -> float in [0, 1] -> bilinear resize to the model's square size
-(antialiased when shrinking) -> channel conversion (BT.601 gray / repeated gray) -> (x - mean) / std.
+Steps: uint8 N×C×H×W -> float in [0, 1] -> to the model's square size (bilinear, antialiased when
+shrinking; or, with `resize = "pad"`, images smaller than that are centred on a black canvas) ->
+channel conversion (BT.601 gray / repeated gray) -> (x - mean) / std.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +19,8 @@ from torch import Tensor
 from .errors import BadInput
 
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
+RESIZE_MODES = ("interpolate", "pad")
+ResizeMode = Literal["interpolate", "pad"]
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 
 
@@ -36,11 +39,19 @@ def convert_channels(x: Tensor, channels: int) -> Tensor:
     return gray if x.is_floating_point() else gray.round().clamp(0, 255).to(x.dtype)
 
 
-def to_unit_float(x: Tensor, img_size: int, channels: int) -> Tensor:
-    """uint8 N×C×H×W -> float32 in [0, 1] at img_size², `channels` channels."""
+def to_unit_float(x: Tensor, img_size: int, channels: int, resize: ResizeMode = "interpolate") -> Tensor:
+    """uint8 N×C×H×W -> float32 in [0, 1] at img_size², `channels` channels.
+
+    `pad` keeps small images' pixels as they are (Fashion-MNIST 28 -> 32 gains a 2-pixel black
+    border instead of a blur): strokes and textures keep their sharpness, and a random crop of the
+    padded image is the classic small-image augmentation. Larger images are still resized.
+    """
     x = x.float().div_(255)
     h, w, s = *x.shape[-2:], img_size
-    if (h, w) != (s, s):  # bilinear stays in [0, 1]; antialias only matters downscaling
+    if resize == "pad" and h <= s and w <= s and (h, w) != (s, s):
+        top, left = (s - h) // 2, (s - w) // 2
+        x = F.pad(x, (left, s - w - left, top, s - h - top))
+    elif (h, w) != (s, s):  # bilinear stays in [0, 1]; antialias only matters downscaling
         x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=s < min(h, w))
     return convert_channels(x, channels)
 
@@ -53,10 +64,11 @@ class Preprocess:
     channels: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    resize: ResizeMode = "interpolate"
 
     def __call__(self, x: Tensor) -> Tensor:
         """uint8 images (any size, 1 or 3 channels) -> normalised float32 model input."""
-        return self.normalize(to_unit_float(x, self.img_size, self.channels))
+        return self.normalize(to_unit_float(x, self.img_size, self.channels, self.resize))
 
     def normalize(self, x: Tensor) -> Tensor:
         """float images in [0, 1] at the model's size -> model input."""
@@ -72,8 +84,8 @@ class Preprocess:
         try:
             d = json.loads(text)
             pre = cls(int(d["img_size"]), int(d["channels"]), tuple(map(float, d["mean"])),
-                      tuple(map(float, d["std"])))
-            if pre.channels not in (1, 3) or pre.img_size < 1 or not len(pre.mean) == len(pre.std) == pre.channels \
+                      tuple(map(float, d["std"])), d.get("resize", "interpolate"))  # older files: no key
+            if pre.resize not in RESIZE_MODES or pre.channels not in (1, 3) or pre.img_size < 1 or not len(pre.mean) == len(pre.std) == pre.channels \
                     or min(pre.std) <= 0:
                 raise ValueError(f"inconsistent values {d}")
             return pre
@@ -84,7 +96,7 @@ class Preprocess:
     @classmethod
     def of(cls, spec: Any) -> "Preprocess":
         """From a models.ModelSpec."""
-        return cls(spec.img_size, spec.in_chans, tuple(spec.mean), tuple(spec.std))
+        return cls(spec.img_size, spec.in_chans, tuple(spec.mean), tuple(spec.std), spec.resize)
 
 
 def pad_batch(x: Tensor, rows: int) -> Tensor:

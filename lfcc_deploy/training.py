@@ -62,7 +62,7 @@ def make_net(cfg: ModelConfig, data: DataBundle, seed: int, role: str,
     spec = ModelSpec(name=cfg.model, num_classes=len(data.class_names), in_chans=data.channels,
                      img_size=data.img_size, mean=cfg.mean or mean, std=cfg.std or std,
                      kwargs=resolve_kwargs(cfg.model, data.img_size, cfg.model_kwargs, cfg.pretrained),
-                     class_names=data.class_names)
+                     class_names=data.class_names, resize=data.resize)
     if len(spec.mean) != spec.in_chans or len(spec.std) != spec.in_chans:
         raise BadInput(f"mean/std need {spec.in_chans} values (data.channels)", key=f"{role}.mean")
     torch.manual_seed(seed)
@@ -143,6 +143,10 @@ class Run:
         teacher = self.teacher_net if method.uses_teacher else None
         if self.recipe.distill.teacher_cache != "off":
             check_cacheable(method, file)
+            if self.recipe.data.augment_style() == "timm":
+                raise BadInput("the teacher cache replays stored pad-crop views; timm-style views cannot be replayed",
+                               file=file, key="distill.teacher_cache",
+                               hint="set distill.teacher_cache = \"off\", or data.augment.style = \"pad_crop\"")
         try:
             note = method.check(self.student_init, teacher, self.recipe.method_config())
         except BadInput as err:

@@ -54,6 +54,13 @@ def _embeddings(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
             F.normalize(torch.randn(WORLD * B, D, generator=g), dim=1))
 
 
+def _queue_case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Labels of the global batch, and a queue (with empty slots) shared by every rank."""
+    g = torch.Generator().manual_seed(1)
+    queue = F.normalize(torch.randn(7, D, generator=g), dim=1)
+    return torch.randint(0, 3, (WORLD * B,), generator=g), queue, torch.tensor([0, 1, 2, -1, 1, -1, 0])
+
+
 def _nce_worker(rank: int, init: str, out: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=init, rank=rank, world_size=WORLD)
@@ -69,6 +76,11 @@ def _nce_worker(rank: int, init: str, out: str) -> None:
             loss.backward()
             res[symmetric] = dict(loss=loss.detach(), mean=distributed.reduce_mean(loss.detach()),
                                   s_grad=s.grad, t_grad=t.grad)
+        labels, queue, queue_labels = _queue_case()
+        s = s_all[rows].clone().requires_grad_()
+        loss = info_nce(s, t_all[rows], 0.1, True, labels=labels[rows], queue=queue, queue_labels=queue_labels)
+        loss.backward()
+        res["queue"] = dict(mean=distributed.reduce_mean(loss.detach()), s_grad=s.grad)
         torch.save(res, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -96,6 +108,15 @@ def test_gathered_info_nce_is_the_global_batch_loss_with_gradients(tmp_path):
             assert p["s_grad"].abs().sum() > 0 and p["t_grad"].abs().sum() > 0
             torch.testing.assert_close(p["s_grad"] / WORLD, s.grad[rows], atol=1e-6, rtol=1e-5)
             torch.testing.assert_close(p["t_grad"] / WORLD, t.grad[rows], atol=1e-6, rtol=1e-5)
+    # queue negatives and same-class dropping: the same global loss and gradients
+    labels, queue, queue_labels = _queue_case()
+    s = s_all.clone().requires_grad_()
+    ref = info_nce(s, t_all, 0.1, True, labels=labels, queue=queue, queue_labels=queue_labels)
+    ref.backward()
+    for rank, r in enumerate(ranks):
+        assert abs(r["queue"]["mean"].item() - ref.item()) < 1e-5
+        rows = slice(rank * B, (rank + 1) * B)
+        torch.testing.assert_close(r["queue"]["s_grad"] / WORLD, s.grad[rows], atol=1e-6, rtol=1e-5)
 
 
 def test_single_process_is_untouched_and_lr_rules(tmp_path):

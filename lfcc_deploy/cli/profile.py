@@ -29,5 +29,5 @@ def profile(recipe: str = typer.Argument(..., help="Recipe path or name."),
                   f"{r['step_ms'] / m['ce']['step_ms']:.3f}×", f"{r['images_per_s']:.0f}")
     out.print(t)
     out.print(f"data pipeline: {res['data_ms']:.2f} ms per batch (gather, float conversion, augmentation); "
-              f"lfcc / kd = {res['ratios']['lfcc_vs_kd']:.3f}, lfcc_cached / ce = {res['ratios']['lfcc_cached_vs_ce']:.3f}",
+              + ", ".join(f"{k.replace('_vs_', ' / ')} = {v:.3f}" for k, v in res["ratios"].items()),
               highlight=False)

@@ -1,6 +1,6 @@
 """Distillation methods, registered by name; adding one is a file here plus one line below."""
 from ..registry import Registry
-from .base import Method, MethodContext
+from .base import Method, MethodContext, hard_labels
 from .ce import CE
 from .dkd import DKD
 from .fitnet import FitNet
@@ -16,4 +16,4 @@ METHODS.register("ofa")(OFA)
 METHODS.register("dkd")(DKD)
 METHODS.register("lfcc")(LFCC)
 
-__all__ = ["METHODS", "Method", "MethodContext"]
+__all__ = ["METHODS", "Method", "MethodContext", "hard_labels"]

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pydantic import Field
+
 from ..models import Net
 from ..schema import Strict
 
@@ -26,6 +28,33 @@ class MethodContext:
     label_smoothing: float = 0.0
 
 
+@dataclass
+class Progress:
+    """Where training stands, set by the engine before every step (also after a resume)."""
+
+    step: int = 0
+    steps_per_epoch: int = 1
+    total_steps: int = 1
+
+    @property
+    def epoch(self) -> float:
+        """Epochs completed so far, counting this step as done (so a ramp never starts at exactly 0)."""
+        return (self.step + 1) / max(1, self.steps_per_epoch)
+
+
+class RampConfig(Strict):
+    """Shared by methods whose teacher terms can be ramped in: an early student cannot match a teacher
+    yet, and DKD's paper warms its loss up linearly (20 of 240 epochs) for stability."""
+
+    ramp_epochs: float = Field(0.0, ge=0, description="teacher terms rise linearly from 0 over this many "
+                                                      "epochs (0: full weight from the first step)")
+
+
+def hard_labels(y: torch.Tensor) -> torch.Tensor:
+    """Class indices from labels or from B×classes soft targets (mixup/cutmix): the dominant class."""
+    return y.argmax(1) if y.is_floating_point() else y
+
+
 class Method(nn.Module):
     Config: ClassVar[type[Strict]] = Strict
     uses_teacher: ClassVar[bool] = True
@@ -35,6 +64,7 @@ class Method(nn.Module):
         if self.uses_teacher and teacher is None:
             raise ValueError(f"{type(self).__name__} needs a teacher")
         self.student, self.cfg, self.ctx = student, cfg, ctx
+        self.progress = Progress()
         self.teacher = teacher if self.uses_teacher else None
         if self.teacher is not None:
             self.teacher.requires_grad_(False).eval()
@@ -48,6 +78,14 @@ class Method(nn.Module):
         """
         return None
 
+    def set_progress(self, step: int, steps_per_epoch: int, total_steps: int) -> None:
+        self.progress = Progress(step, steps_per_epoch, total_steps)
+
+    def ramp(self) -> float:
+        """The factor on teacher terms now: min(1, epochs done / `ramp_epochs`); 1 without a ramp."""
+        epochs = getattr(self.cfg, "ramp_epochs", 0.0)
+        return 1.0 if epochs <= 0 else min(1.0, self.progress.epoch / epochs)
+
     def train(self, mode: bool = True) -> "Method":
         super().train(mode)
         if self.teacher is not None:
@@ -55,6 +93,7 @@ class Method(nn.Module):
         return self
 
     def ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """`y`: labels, or B×classes probabilities (mixup/cutmix), which torch's cross-entropy takes as is."""
         return F.cross_entropy(logits, y, label_smoothing=self.ctx.label_smoothing)
 
     def forward(self, x: torch.Tensor, y: torch.Tensor,

@@ -21,33 +21,70 @@ from ..models import Net
 FilterName = Literal["avgpool", "gaussian", "fft"]
 
 
-def default_stages(net: Net, min_size: int, count: int = 2) -> list[int]:
-    """The last `count` stages whose maps are at least `min_size` on each side."""
+def usable_stages(net: Net) -> list[int]:
+    """Stages whose map is larger than 1×1, so a low-pass filter has something to remove; every
+    stage when none is (a 1×1 map is its own mean)."""
     sizes = [min(s["height"], s["width"]) for s in net.describe_stages()]
-    ok = [i for i, s in enumerate(sizes) if s >= min_size]
-    return ok[-count:] if ok else [len(sizes) - 1]
+    return [i for i, s in enumerate(sizes) if s > 1] or list(range(len(sizes)))
+
+
+def _depths(stages: list[int]) -> dict[int, float]:
+    """Relative depth in (0, 1] of each usable stage: its position among them, the deepest at 1."""
+    return {i: (k + 1) / len(stages) for k, i in enumerate(stages)}
+
+
+def match_by_depth(source: list[int], source_net: Net, target_net: Net) -> list[int]:
+    """For each `source` stage, the `target_net` stage at the nearest relative depth (deeper on a tie),
+    so any two families pair semantic level with semantic level whatever their stage counts. A 1×1
+    source stage lies past the usable ones: depth 1."""
+    src, tgt = _depths(usable_stages(source_net)), _depths(usable_stages(target_net))
+    n = len(source_net.stages)
+    return [min(tgt, key=lambda j: (abs(tgt[j] - src.get(i % n, 1.0)), -j)) for i in source]
+
+
+def default_pairs(student: Net, teacher: Net, count: int = 2) -> tuple[list[int], list[int]]:
+    """The student's `count` deepest usable stages (its last or last-but-one stage among them), each
+    paired with the teacher stage at the same relative depth (the teacher's deepest usable one for
+    the student's deepest). One rule for every family: no per-model tables."""
+    s = usable_stages(student)[-count:]
+    return s, match_by_depth(s, student, teacher)
+
+
+def _check_indices(net: Net, idx: list[int], key: str) -> None:
+    bad = [i for i in idx if not -len(net.stages) <= i < len(net.stages)]
+    if bad or not idx:
+        raise BadInput(f"stage index {bad or idx} out of range for {net.spec.name} "
+                       f"({len(net.stages)} stages)", key=key,
+                       hint=f"see `lfcc-deploy models show {net.spec.name} --img-size {net.spec.img_size}`")
 
 
 def pair_stages(student: Net, teacher: Net, student_stages: list[int] | None, teacher_stages: list[int] | None,
-                min_size: int, key: str) -> tuple[list[int], list[int]]:
-    """Resolve (student, teacher) stage indexes; defaults pair the last two usable stages of each."""
-    s = student_stages if student_stages is not None else default_stages(student, min_size)
-    t = teacher_stages if teacher_stages is not None else default_stages(teacher, min_size)
-    for name, idx, net in (("student_stages", s, student), ("teacher_stages", t, teacher)):
-        bad = [i for i in idx if not -len(net.stages) <= i < len(net.stages)]
-        if bad or not idx:
-            raise BadInput(f"stage index {bad or idx} out of range for {net.spec.name} "
-                           f"({len(net.stages)} stages)", key=f"{key}.{name}",
-                           hint=f"see `lfcc-deploy models show {net.spec.name} --img-size {net.spec.img_size}`")
+                key: str) -> tuple[list[int], list[int]]:
+    """Resolve (student, teacher) stage indexes. Unset sides follow `default_pairs`: both unset, the
+    default rule; one side given, the other side matched to it by relative depth."""
+    for name, idx, net in (("student_stages", student_stages, student), ("teacher_stages", teacher_stages, teacher)):
+        if idx is not None:
+            _check_indices(net, idx, f"{key}.{name}")
+    if student_stages is None and teacher_stages is None:
+        s, t = default_pairs(student, teacher)
+    elif teacher_stages is None:
+        s, t = student_stages, match_by_depth(student_stages, student, teacher)
+    elif student_stages is None:
+        s, t = match_by_depth(teacher_stages, teacher, student), teacher_stages
+    else:
+        s, t = student_stages, teacher_stages
     if len(s) != len(t):
-        if student_stages is None or teacher_stages is None:  # defaults: keep the deepest common pairs
-            n = min(len(s), len(t))
-            s, t = s[-n:], t[-n:]
-        else:
-            raise BadInput(f"{len(s)} student stages but {len(t)} teacher stages", key=f"{key}.student_stages",
-                           hint="give both lists the same length")
+        raise BadInput(f"{len(s)} student stages but {len(t)} teacher stages", key=f"{key}.student_stages",
+                       hint="give both lists the same length")
     norm = lambda idx, net: [i % len(net.stages) for i in idx]  # noqa: E731
     return norm(s, student), norm(t, teacher)
+
+
+def bank_grids(height: int, width: int, grids: Sequence[int]) -> list[int]:
+    """The recipe's grids that really low-pass a height×width map: smaller than its short side
+    (pooling to the map's own size is the identity, to a larger one only replicates cells).
+    A 1×1 map keeps only its mean, [1]."""
+    return [g for g in grids if g < min(height, width)] or [1]
 
 
 def _gaussian_kernel(sigma: float, max_radius: int) -> torch.Tensor:
@@ -140,27 +177,53 @@ class Projector(nn.Module):
         return F.normalize(self.net(x.float()), dim=1)
 
 
-def info_nce(s: torch.Tensor, t: torch.Tensor, temperature: float, symmetric: bool = True) -> torch.Tensor:
+def _masked(logits: torch.Tensor, drop: torch.Tensor | None) -> torch.Tensor:
+    return logits if drop is None else logits.masked_fill(drop, _OFF)
+
+
+_OFF = -1e9  # a dropped negative: exp() underflows to exactly 0 and, unlike -inf, no NaN can appear
+
+
+def info_nce(s: torch.Tensor, t: torch.Tensor, temperature: float, symmetric: bool = True, *,
+             labels: torch.Tensor | None = None, queue: torch.Tensor | None = None,
+             queue_labels: torch.Tensor | None = None) -> torch.Tensor:
     """Sample-level contrast: row i of `s` should match row i of `t` against every other row.
 
     `s`, `t`: B×d, L2-normalised. Logits s·tᵀ/τ; the positive is the diagonal. Symmetric averages
-    the student->teacher and teacher->student directions.
+    the student->teacher and teacher->student directions. Computed in float32 outside autocast:
+    with τ = 0.1 a bfloat16 logit keeps only 2–3 significant digits.
+
+    `queue` (N×d, detached teacher embeddings of earlier batches, `queue_labels` N, -1 for an empty
+    slot) adds negatives to the student->teacher direction. `labels` (B): a negative of the
+    anchor's own class is dropped ("other_classes"; without it only empty queue slots are dropped).
 
     Data-parallel (torchrun): every rank's rows are gathered, with gradient, so the negatives are
     the global batch; local row i is positive with global column rank·B + i. The mean of the ranks'
     losses is the single-process loss over the concatenated batch.
     """
-    d = distributed.current()
-    if d.world > 1:
-        target = torch.arange(len(s), device=s.device) + d.rank * len(s)
-        loss = F.cross_entropy(s @ distributed.gather_with_grad(t).t() / temperature, target)
+    with torch.autocast(s.device.type, enabled=False):
+        s, t = s.float(), t.float()
+        d = distributed.current()
+        target = torch.arange(len(s), device=s.device) + (d.rank * len(s) if d.world > 1 else 0)
+        t_all, s_all = distributed.gather_with_grad(t), (distributed.gather_with_grad(s) if symmetric else None)
+        keys, key_labels = t_all, None
+        if labels is not None:
+            key_labels = distributed.gather_with_grad(labels)
+        if queue is not None:
+            keys = torch.cat([t_all, queue.float()])
+            batch_labels = key_labels if key_labels is not None else torch.zeros(len(t_all), dtype=torch.long,
+                                                                                  device=s.device)
+            key_labels = torch.cat([batch_labels, queue_labels])
+        drop = None
+        if key_labels is not None:
+            empty = (key_labels < 0).expand(len(s), -1)
+            drop = empty.clone() if labels is None else empty | (key_labels[None, :] == labels[:, None])
+            drop[torch.arange(len(s), device=s.device), target] = False  # never the positive
+        loss = F.cross_entropy(_masked(s @ keys.t() / temperature, drop), target)
         if not symmetric:
             return loss
-        return 0.5 * (loss + F.cross_entropy(t @ distributed.gather_with_grad(s).t() / temperature, target))
-    logits = s @ t.t() / temperature
-    target = torch.arange(len(s), device=s.device)
-    loss = F.cross_entropy(logits, target)
-    return 0.5 * (loss + F.cross_entropy(logits.t(), target)) if symmetric else loss
+        back = None if labels is None else drop[:, :len(s_all)]  # same-class negatives, batch keys only
+        return 0.5 * (loss + F.cross_entropy(_masked(t @ s_all.t() / temperature, back), target))
 
 
 def stage_channels(net: Net, indices: list[int]) -> list[tuple[int, int, int]]:
@@ -169,9 +232,21 @@ def stage_channels(net: Net, indices: list[int]) -> list[tuple[int, int, int]]:
     return [(desc[i]["channels"], desc[i]["height"], desc[i]["width"]) for i in indices]
 
 
-def pairing_note(label: str, student: Net, teacher: Net, s_idx: list[int], t_idx: list[int]) -> str:
-    """One printable line naming each paired stage and its shape, so users see what is distilled."""
+def pairing_note(label: str, student: Net, teacher: Net, s_idx: list[int], t_idx: list[int],
+                 grids: Sequence[int] | None = None) -> str:
+    """A printable line naming each paired stage, its timm block and shape (and, with `grids`, each
+    side's bank), plus a warning for any bank that is the identity, so users see what is distilled."""
     s_shapes, t_shapes = stage_channels(student, s_idx), stage_channels(teacher, t_idx)
-    pairs = ", ".join(f"student {i} ({c}×{h}×{w}) → teacher {j} ({tc}×{th}×{tw})"
-                      for i, (c, h, w), j, (tc, th, tw) in zip(s_idx, s_shapes, t_idx, t_shapes))
-    return f"{label} stages: {pairs}"
+    s_mod, t_mod = student.describe_stages(), teacher.describe_stages()
+
+    def side(role, i, desc, c, h, w):
+        bank = f" grids {bank_grids(h, w, grids)}" if grids is not None else ""
+        return f"{role} {i} {desc[i]['module']} ({c}×{h}×{w}{bank})"
+
+    pairs = ", ".join(f"{side('student', i, s_mod, *ss)} → {side('teacher', j, t_mod, *ts)}"
+                      for i, ss, j, ts in zip(s_idx, s_shapes, t_idx, t_shapes))
+    identity = [f"{role} stage {i}" for role, idx, shapes in (("student", s_idx, s_shapes), ("teacher", t_idx, t_shapes))
+                for i, (_, h, w) in zip(idx, shapes) if grids is not None and (h, w) == (1, 1)]
+    warn = (f"; warning: the bank of {', '.join(identity)} is the identity (a 1×1 map has nothing to "
+            f"low-pass; pick a larger stage)") if identity else ""
+    return f"{label} stages: {pairs}{warn}"

@@ -8,8 +8,8 @@ temperature T and scaled by T².
 
 Defaults α = 1, β = 8, T = 4 are the DKD paper's CIFAR-100 setting (mdistiller's
 configs/cifar100/dkd). OFA-KD's code uses β = 2, T = 1 for its timm students; set those in
-`[distill.dkd]` to match it. The paper also ramps the DKD term in over 20 epochs; this toolkit
-does not (only the learning rate has a `warmup`) — lower β if early training is unstable.
+`[distill.dkd]` to match it. The paper also ramps the DKD term in over 20 of 240 epochs:
+`ramp_epochs` does that here (0 by default, as the short schedules here leave no room for it).
 """
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from ..schema import Strict
-from .base import Method
+from .base import Method, RampConfig, hard_labels
 
 _OFF = -1e9  # masks a logit out of a softmax; exp() underflows to exactly 0, unlike -inf no NaN appears
 
@@ -51,7 +50,7 @@ def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torc
     return alpha * tckd + beta * nckd
 
 
-class DKDConfig(Strict):
+class DKDConfig(RampConfig):
     alpha: float = Field(1.0, ge=0, description="weight of TCKD (target vs rest)")
     beta: float = Field(8.0, ge=0, description="weight of NCKD (among non-target classes); OFA-KD code: 2")
     temperature: float = Field(4.0, gt=0, description="OFA-KD code: 1")
@@ -66,6 +65,7 @@ class DKD(Method):
         with torch.no_grad():
             t_logits = self.teacher(x)
         logits = self.student(x)
-        tckd, nckd = dkd_parts(logits, t_logits, y, cfg.temperature)
-        return logits, {"ce": cfg.ce_weight * self.ce(logits, y), "tckd": cfg.alpha * tckd,
-                        "nckd": cfg.beta * nckd}
+        tckd, nckd = dkd_parts(logits, t_logits, hard_labels(y), cfg.temperature)  # mixup: the dominant class
+        ramp = self.ramp()
+        return logits, {"ce": cfg.ce_weight * self.ce(logits, y), "tckd": ramp * cfg.alpha * tckd,
+                        "nckd": ramp * cfg.beta * nckd}

@@ -21,7 +21,8 @@ from .kd import kd_loss
 
 
 class FitNetConfig(Strict):
-    student_stages: list[int] | None = Field(None, description="default: the last two stages of each model")
+    student_stages: list[int] | None = Field(None, description="default: the student's two deepest stages larger "
+                                                               "than 1×1, paired by relative depth")
     teacher_stages: list[int] | None = None
     hint_weight: float = Field(1.0, ge=0, description="weight of the MSE hint term (summed over stage pairs)")
     ce_weight: float = Field(1.0, ge=0)
@@ -53,8 +54,8 @@ class FitNet(Method):
 
     @classmethod
     def stages(cls, student, teacher, cfg: FitNetConfig) -> tuple[list[int], list[int]]:
-        # min_size=1: the adapter resizes, so even a 1×1 stage can be hinted
-        return pair_stages(student, teacher, cfg.student_stages, cfg.teacher_stages, 1, "distill.fitnet")
+        # the LFCC rule (maps larger than 1×1): a 1×1 map resized up is a constant, not a hint
+        return pair_stages(student, teacher, cfg.student_stages, cfg.teacher_stages, "distill.fitnet")
 
     @classmethod
     def check(cls, student, teacher, cfg: FitNetConfig) -> str:

@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from ..schema import Strict
-from .base import Method
+from .base import Method, RampConfig
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -16,7 +15,7 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * temperature ** 2
 
 
-class KDConfig(Strict):
+class KDConfig(RampConfig):
     temperature: float = Field(4.0, gt=0)
     kd_weight: float = Field(1.0, ge=0)
     ce_weight: float = Field(1.0, ge=0)
@@ -34,4 +33,4 @@ class KD(Method):
         t_logits = (targets or self.teacher_targets(x))[0]
         logits = self.student(x)
         return logits, {"ce": self.cfg.ce_weight * self.ce(logits, y),
-                        "kd": self.cfg.kd_weight * kd_loss(logits, t_logits, self.cfg.temperature)}
+                        "kd": self.ramp() * self.cfg.kd_weight * kd_loss(logits, t_logits, self.cfg.temperature)}

@@ -1,10 +1,15 @@
 """`lfcc`: Low-Frequency Components-based Contrastive distillation, reconstructed from the paper's
 description (Wu et al., arXiv 2405.18524; no public code — every choice below is a recipe key).
 
-Per paired stage: teacher and student maps -> the same multi-scale low-pass bank (so a CNN's
-16×16 map and a ViT's 8×8 token grid become vectors of one shape) -> a projector per side into a
-`dim`-d compact space -> InfoNCE over the batch (same image = positive, other images = negatives).
-Beside it, cross-entropy and logit KD. The teacher backbone is frozen; its projectors train.
+Per paired stage: teacher and student maps -> a multi-scale low-pass bank (average pooling to
+fixed grids, each smaller than the map, so a CNN's 4×4 map and a ViT's 8×8 token grid both become
+a few low-frequency cells) -> a projector per side into a `dim`-d compact space -> InfoNCE (same
+image = positive; the other images of the batch, plus a queue of teacher embeddings from earlier
+batches, are the negatives). Beside it, cross-entropy and logit KD. The teacher backbone is frozen;
+its projectors train.
+
+Stages pair by relative depth (blocks.py `default_pairs`): the deepest stages carry what the
+student must learn and put most of its parameters upstream of the contrastive gradient.
 """
 from __future__ import annotations
 
@@ -14,14 +19,15 @@ import torch
 from pydantic import Field, field_validator
 from torch import nn
 
-from ..schema import Strict
-from .base import Method
-from .blocks import LowPassBank, Projector, info_nce, pair_stages, pairing_note, stage_channels
+from .. import distributed
+from .base import Method, RampConfig, hard_labels
+from .blocks import LowPassBank, Projector, bank_grids, info_nce, pair_stages, pairing_note, stage_channels
 from .kd import kd_loss
 
 
-class LFCCConfig(Strict):
-    grids: list[int] = Field(default_factory=lambda: [1, 2, 4], description="pooling grids of the low-pass bank")
+class LFCCConfig(RampConfig):
+    grids: list[int] = Field(default_factory=lambda: [1, 2, 4],
+                             description="pooling grids of the low-pass bank; per map, those smaller than it")
     filter: Literal["avgpool", "gaussian", "fft"] = "avgpool"
     dim: int = Field(128, gt=0, description="size of the compact space")
     projector: Literal["linear", "mlp"] = Field("linear", description="linear, or Linear-BN-ReLU-Linear")
@@ -29,8 +35,13 @@ class LFCCConfig(Strict):
                                           "exact averages of its cells (same function class, less work)")
     temperature: float = Field(0.1, gt=0, description="InfoNCE temperature")
     symmetric: bool = Field(True, description="average student->teacher and teacher->student InfoNCE")
-    student_stages: list[int] | None = Field(None, description="default: last two stages with maps >= max grid")
-    teacher_stages: list[int] | None = None
+    student_stages: list[int] | None = Field(None, description="default: the student's two deepest stages "
+                                                               "larger than 1×1, paired by relative depth")
+    teacher_stages: list[int] | None = Field(None, description="default: matched to the student's by relative depth")
+    queue: int = Field(4096, ge=0, description="teacher embeddings of earlier batches kept as extra negatives "
+                                               "(0: the batch's own only)")
+    negatives: Literal["all", "other_classes"] = Field(
+        "all", description="other_classes: never push apart two images of the same class")
     weight: float = Field(1.0, ge=0, description="weight of the contrastive term (summed over stage pairs)")
     ce_weight: float = Field(1.0, ge=0)
     kd_weight: float = Field(1.0, ge=0)
@@ -50,13 +61,13 @@ class LFCC(Method):
 
     @classmethod
     def stages(cls, student, teacher, cfg: LFCCConfig) -> tuple[list[int], list[int]]:
-        return pair_stages(student, teacher, cfg.student_stages, cfg.teacher_stages, max(cfg.grids),
-                           "distill.lfcc")
+        return pair_stages(student, teacher, cfg.student_stages, cfg.teacher_stages, "distill.lfcc")
 
     @classmethod
     def check(cls, student, teacher, cfg: LFCCConfig) -> str:
-        pairs = pairing_note("lfcc", student, teacher, *cls.stages(student, teacher, cfg))
-        return f"{pairs}; grids {cfg.grids}, filter {cfg.filter}, dim {cfg.dim}"
+        pairs = pairing_note("lfcc", student, teacher, *cls.stages(student, teacher, cfg), grids=cfg.grids)
+        return (f"{pairs}; filter {cfg.filter}, dim {cfg.dim}, queue {cfg.queue}, "
+                f"negatives {cfg.negatives}")
 
     def __init__(self, student, teacher, cfg: LFCCConfig, ctx):
         super().__init__(student, teacher, cfg, ctx)
@@ -68,14 +79,35 @@ class LFCC(Method):
                                     for (c, _, _), b in zip(s_shapes, self.s_banks))
         self.t_proj = nn.ModuleList(Projector(b.out_features(c), cfg.dim, cfg.projector)
                                     for (c, _, _), b in zip(t_shapes, self.t_banks))
+        if cfg.queue:  # buffers: saved in checkpoints, so a resumed run contrasts against the same queue
+            for j in range(len(self.t_idx)):
+                self.register_buffer(f"queue_{j}", torch.zeros(cfg.queue, cfg.dim))
+            self.register_buffer("queue_labels", torch.full((cfg.queue,), -1, dtype=torch.long))  # -1: empty
+            self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
     def _bank(self, h: int, w: int) -> LowPassBank:
-        """The full bank, or with `fold` its finest grid alone: average-pooled coarser grids that divide
-        it are fixed averages of its cells, so a projector starting with a Linear layer reaches the same
-        functions from those cells (Linear([v; A·v]) = Linear'(v)) with 24 % fewer inputs for [1, 2, 4]."""
-        cfg, g = self.cfg, max(self.cfg.grids)
-        exact = cfg.filter == "avgpool" and h % g == 0 and w % g == 0 and all(g % x == 0 for x in cfg.grids)
-        return LowPassBank([g], "avgpool") if cfg.fold and exact else LowPassBank(cfg.grids, cfg.filter)
+        """The map's bank (`bank_grids`), or with `fold` its finest grid alone: average-pooled coarser
+        grids that divide it are fixed averages of its cells, so a projector starting with a Linear
+        layer reaches the same functions from those cells (Linear([v; A·v]) = Linear'(v))."""
+        cfg, grids = self.cfg, bank_grids(h, w, self.cfg.grids)
+        g = max(grids)
+        exact = cfg.filter == "avgpool" and h % g == 0 and w % g == 0 and all(g % x == 0 for x in grids)
+        return LowPassBank([g], "avgpool") if cfg.fold and exact else LowPassBank(grids, cfg.filter)
+
+    def queues(self) -> list[torch.Tensor | None]:
+        return [getattr(self, f"queue_{j}") if self.cfg.queue else None for j in range(len(self.t_idx))]
+
+    @torch.no_grad()
+    def enqueue(self, t_embs: list[torch.Tensor], labels: torch.Tensor) -> None:
+        """First in, first out: the global batch's teacher embeddings replace the oldest entries. Every
+        data-parallel rank gathers the same rows, so the queues stay identical without a broadcast."""
+        keep = slice(-self.cfg.queue, None)  # a global batch larger than the queue: its last rows
+        labels = distributed.gather_with_grad(labels)[keep]
+        rows = (self.queue_ptr + torch.arange(len(labels), device=labels.device)) % self.cfg.queue
+        for q, t in zip(self.queues(), t_embs):
+            q[rows] = distributed.gather_with_grad(t.detach().float())[keep]
+        self.queue_labels[rows] = labels
+        self.queue_ptr.copy_((self.queue_ptr + len(labels)) % self.cfg.queue)
 
     def teacher_targets(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Frozen teacher: logits and low-pass vectors before the trainable projectors (cacheable)."""
@@ -84,15 +116,25 @@ class LFCC(Method):
             return logits, [bank(m) for bank, m in zip(self.t_banks, maps)]
 
     def cache_fingerprint(self) -> dict:
-        return dict(teacher_stages=self.t_idx, grids=self.cfg.grids, filter=self.cfg.filter, fold=self.cfg.fold)
+        return dict(teacher_stages=self.t_idx, teacher_blocks=[self.teacher.describe_stages()[i]["module"]
+                                                               for i in self.t_idx],
+                    grids=[b.grids for b in self.t_banks], filter=self.cfg.filter, fold=self.cfg.fold)
 
     def forward(self, x, y, targets=None):
         cfg = self.cfg
         t_logits, t_vecs = targets or self.teacher_targets(x)
         logits, maps = self.student.forward_stages(x, self.s_idx)
-        contrast = sum(info_nce(sp(bank(m)), tp(tv), cfg.temperature, cfg.symmetric)
-                       for m, tv, bank, sp, tp in zip(maps, t_vecs, self.s_banks, self.s_proj, self.t_proj))
-        losses = {"ce": cfg.ce_weight * self.ce(logits, y), "lfcc": cfg.weight * contrast}
+        hard = hard_labels(y)
+        labels = hard if cfg.negatives == "other_classes" else None
+        t_embs = [tp(tv) for tp, tv in zip(self.t_proj, t_vecs)]
+        queue_labels = self.queue_labels if cfg.queue else None
+        contrast = sum(info_nce(sp(bank(m)), te, cfg.temperature, cfg.symmetric, labels=labels, queue=q,
+                                queue_labels=queue_labels)
+                       for m, te, q, bank, sp in zip(maps, t_embs, self.queues(), self.s_banks, self.s_proj))
+        if cfg.queue and self.training:  # after the loss: this batch's rows are positives, not negatives
+            self.enqueue(t_embs, hard)
+        ramp = self.ramp()
+        losses = {"ce": cfg.ce_weight * self.ce(logits, y), "lfcc": ramp * cfg.weight * contrast}
         if cfg.kd_weight:
-            losses["kd"] = cfg.kd_weight * kd_loss(logits, t_logits, cfg.kd_temperature)
+            losses["kd"] = ramp * cfg.kd_weight * kd_loss(logits, t_logits, cfg.kd_temperature)
         return logits, losses

@@ -33,8 +33,9 @@ from .blocks import stage_channels
 
 def ofa_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor, eps: float,
              temperature: float = 1.0) -> torch.Tensor:
-    """−Σ_c ((p_t + y)^eps − y)_c · log softmax(s / T)_c, averaged over the batch (float32)."""
-    onehot = F.one_hot(y, student_logits.shape[1]).float()
+    """−Σ_c ((p_t + y)^eps − y)_c · log softmax(s / T)_c, averaged over the batch (float32). `y`: labels
+    (one-hot), or mixup/cutmix's B×classes probabilities, which the formula takes as the target as is."""
+    onehot = y.float() if y.is_floating_point() else F.one_hot(y, student_logits.shape[1]).float()
     p_t = F.softmax(teacher_logits.float() / temperature, dim=1)
     w = (p_t + onehot).pow(eps) - onehot
     log_s = F.log_softmax(student_logits.float() / temperature, dim=1)
