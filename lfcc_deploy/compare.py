@@ -12,10 +12,11 @@ from typing import Any
 
 from .errors import BadInput
 from .losses import METHODS
-from .training import distill, train_teacher
+from .plots import plot_compare
 from .recipe import Recipe, apply_overrides, recipe_dict, validate_recipe
 from .rundir import RECIPE_FILE, SUMMARY_FILE, read_json, write_json, write_text
 from .steptime import method_steps
+from .training import distill, teacher_of_run, train_teacher
 
 WEAK_TEACHER_MARGIN = 0.02
 
@@ -54,13 +55,12 @@ def _stats(values: list[float]) -> tuple[float, float]:
 def _teacher(base: Recipe, file: str, out: Path, teacher_dir: str | None, device,
              reporter) -> tuple[Path, dict[str, Any] | None]:
     """Train the teacher once into OUT/teacher, or take --teacher RUN_DIR; (checkpoint, its summary entry)."""
-    run_dir = Path(teacher_dir) if teacher_dir else out / "teacher"
+    if teacher_dir:
+        return teacher_of_run(teacher_dir)
+    run_dir = out / "teacher"
     ckpt = (run_dir / "teacher.safetensors").resolve()
     summary = run_dir / SUMMARY_FILE
-    if teacher_dir:
-        if not ckpt.is_file():
-            raise BadInput("no teacher.safetensors in this run directory", file=str(run_dir), key="--teacher")
-    elif not summary.is_file():
+    if not summary.is_file():
         train_teacher(base, file=file, out=run_dir, resume=(run_dir / RECIPE_FILE).exists(), device=device,
                       reporter=reporter)
     known = read_json(summary).get("teacher") if summary.is_file() else None
@@ -158,26 +158,4 @@ def compare_markdown(table: dict[str, Any]) -> str:
 def write_outputs(out: Path, table: dict[str, Any]) -> None:
     write_json(out / "compare.json", table)
     write_text(out / "compare.md", compare_markdown(table))
-    _plot(out / "compare.png", table)
-
-
-def _plot(path: Path, table: dict[str, Any]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .rundir import atomic_write
-    rows = table["rows"]
-    fig, ax = plt.subplots(figsize=(1.2 * len(rows) + 3, 4))
-    ax.bar([r["label"] for r in rows], [100 * r["acc_mean"] for r in rows],
-           yerr=[100 * r["acc_std"] for r in rows], capsize=4, color="#4c72b0")
-    teacher_acc = table["teacher"].get(table["metric"])
-    if teacher_acc is not None:
-        ax.axhline(100 * teacher_acc, color="#c44e52", linestyle="--", label="teacher")
-        ax.legend()
-    low = min(100 * (r["acc_mean"] - r["acc_std"]) for r in rows)
-    ax.set_ylim(max(0, low - 5), 100)
-    ax.set(ylabel=f"{table['metric'].replace('_', ' ')} (%)", title=f"{table['recipe']}: student accuracy by method")
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
+    plot_compare(table, out / "compare.png")

@@ -133,8 +133,8 @@ class Source:
     (uint8 CPU batches to measure) and `_reader` (position -> RGB PIL image, for timm's views)."""
 
     labels: Tensor  # int64 [N] on the CPU
-    resize: str = "interpolate"  # set by load_data from data.resize; subsets inherit it
     views: TimmViews | None = None  # set when data.augment.style resolves to "timm"
+    resize: str = "interpolate"  # set by load_data from data.resize; subsets inherit it
 
     def __init__(self, labels: Tensor, channels: int, img_size: int):
         self.labels, self.channels, self.img_size = labels, channels, img_size
@@ -200,9 +200,12 @@ class Source:
         return tuple(mean.tolist()) * reps, tuple(std.tolist()) * reps
 
     def subset(self, indices: Tensor) -> Source:
-        part = self._subset(indices)
-        part.views, part.resize = self.views, self.resize
-        return part
+        child = self._subset(indices)
+        child.resize, child.views = self.resize, self.views
+        return child
+
+    def _subset(self, indices: Tensor) -> Source:
+        raise NotImplementedError
 
 
 class TensorSource(Source):

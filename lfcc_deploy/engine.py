@@ -21,6 +21,7 @@ from . import distributed
 from .data import DataBundle, Source, stratified_subset
 from .errors import BadInput, Diverged
 from .losses import Method, hard_labels
+from .metrics_log import TensorBoardLog, write_csv
 from .models import Net, load_weights, param_count, save_net
 from .optim import autocast, lr_lambda, make_optimizer, train_step
 from .recipe import Augment, TrainConfig
@@ -89,21 +90,24 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def write_metrics(run_dir: Path, phase: str, history: list[dict]) -> None:
-    """metrics.jsonl = other phases' lines + this phase's history as of its checkpoint."""
+    """metrics.jsonl = other phases' lines + this phase's history as of its checkpoint; metrics.csv the same."""
     if not distributed.is_main():  # data-parallel ranks: rank 0 writes
         return
     path = run_dir / "metrics.jsonl"
     lines = path.read_text().splitlines() if path.exists() else []
-    keep = [ln for ln in lines if ln.strip() and json.loads(ln).get("phase") != phase]
-    write_text(path, "".join(ln + "\n" for ln in keep + [json.dumps(r) for r in history]))
+    keep = [json.loads(ln) for ln in lines if ln.strip() and json.loads(ln).get("phase") != phase]
+    write_text(path, "".join(json.dumps(r) + "\n" for r in keep + history))
+    write_csv(run_dir, keep + history)
 
 
 class Trainer:
     """Runs one `Phase` to completion inside `run_dir`, resuming from its checkpoint if present."""
 
     def __init__(self, phase: Phase, data: DataBundle, augment: Augment | None, run_dir: Path,
-                 device: torch.device, reporter: Reporter, checkpoint_minutes: float = 5.0):
-        self.p, self.data, self.augment = phase, data, augment
+                 device: torch.device, reporter: Reporter, checkpoint_minutes: float = 5.0,
+                 tensorboard: bool = False):
+        self.p, self.data, self.augment, self.tensorboard = phase, data, augment, tensorboard
+        self.tb: TensorBoardLog | None = None
         self.run_dir, self.device = Path(run_dir), device
         self.reporter, self.ckpt_every_s = reporter, checkpoint_minutes * 60
         cfg = phase.cfg
@@ -162,10 +166,15 @@ class Trainer:
         self._prepare_cache()
         self._compile()
         self.reporter.start(self.p.name, self.total, self.state["step"])
-        with graceful_interrupt() as interrupt:
-            while self.state["step"] < self.total:
-                self._epoch(interrupt)
-        return self._finish()
+        self.tb = TensorBoardLog(self.run_dir, self.p.name) if self.tensorboard and self.dist.is_main() else None
+        try:
+            with graceful_interrupt() as interrupt:
+                while self.state["step"] < self.total:
+                    self._epoch(interrupt)
+            return self._finish()
+        finally:
+            if self.tb is not None:
+                self.tb.close()
 
     def _prepare_cache(self) -> None:
         mode = getattr(self.p.cfg, "teacher_cache", "off")
@@ -285,6 +294,8 @@ class Trainer:
                 save_net(self.net, self.run_dir / f"{self.p.artifact}.safetensors")
         self.save_checkpoint()
         write_metrics(self.run_dir, self.p.name, st["history"])
+        if self.tb is not None:
+            self.tb.epoch(record)
         self.reporter.epoch(record)
 
     def _finish(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from .device import resolve_device
 from .export.formats import EXPORT_DIR, export_format
 from .export.run import PARITY_FILE, export_run
 from .gate import run_gate
+from .progress import default_say
 from .recipe import Recipe
 from .rundir import RECIPE_FILE, SUMMARY_FILE, read_json
 from .training import IGNORED_ON_RESUME, distill, refuse_changes, run_dir_for
@@ -42,7 +43,7 @@ def _exported(run_dir: Path, model: str, precisions: list[str]) -> bool:
 
 def run_pipeline(recipe: Recipe, *, file: str, out: str | None = None, force: bool = False,
                  device: str | None = None, bench: BenchConfig | None = None, baseline: str | None = None,
-                 reporter=None, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+                 reporter=None, say: Callable[[str], None] = default_say) -> dict[str, Any]:
     """Run every stage; raises the failing stage's error (its exit code) or returns all results."""
     run_dir = run_dir_for(recipe, out)
     results: dict[str, Any] = {}

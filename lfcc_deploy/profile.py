@@ -17,8 +17,8 @@ from .data import load_data
 from .device import resolve_device
 from .models import load_weights
 from .recipe import Recipe, apply_overrides, recipe_dict, validate_recipe
-from .rundir import write_json
 from .steptime import method_steps
+from .progress import default_say
 from .training import check_resources, make_net
 
 VARIANTS = {"ce": ["distill.method=ce"], "kd": ["distill.method=kd"], "lfcc": ["distill.method=lfcc"],
@@ -39,8 +39,8 @@ def _data_ms(source, recipe: Recipe, device: torch.device, steps: int) -> float:
 
 
 def profile_recipe(recipe: Recipe, *, file: str | None = None, device: str | None = None, steps: int = 20,
-                   json_path: str | Path | None = None, say=lambda _: None) -> dict[str, Any]:
-    """Median step milliseconds and images/s per method; written to `json_path` when given."""
+                   say=default_say) -> dict[str, Any]:
+    """Median step milliseconds and images/s per method (`profile --json` prints this dict)."""
     teacher_state = check_resources(recipe, file)
     dev = resolve_device(device or recipe.device)
     data = load_data(recipe.data, file=file)
@@ -62,6 +62,4 @@ def profile_recipe(recipe: Recipe, *, file: str | None = None, device: str | Non
                            for k, v in ms.items()},
                   ratios=dict(lfcc_vs_kd=round(ms["lfcc"] / ms["kd"], 3),
                               **({"lfcc_cached_vs_ce": round(ms["lfcc_cached"] / ms["ce"], 3)} if cacheable else {})))
-    if json_path:
-        write_json(Path(json_path), result)
     return result

@@ -132,6 +132,13 @@ class TrainConfig(Strict):
                               "batch_size is per process")
 
 
+class LoggingConfig(Strict):
+    """Where training curves go besides metrics.jsonl and metrics.csv (always written)."""
+
+    tensorboard: bool = Field(False, description="TensorBoard event files in RUN_DIR/tensorboard/<phase>/ "
+                                                 "(pip install \"lfcc-deploy[tensorboard]\")")
+
+
 class ModelConfig(Strict):
     model: str = Field(description="timm model name")
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -191,6 +198,7 @@ class Recipe(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)  # type: ignore[valid-type]
     export: ExportConfig = ExportConfig()
     gates: GatesConfig = GatesConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     def method_config(self) -> Strict:
         return getattr(self.distill, self.distill.method)
@@ -251,23 +259,38 @@ def _allowed_keys(model: type[Strict], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+def _describe(error: dict) -> tuple[str, str]:
+    """One pydantic error as (dotted key, message a person can act on)."""
+    loc = tuple(error["loc"])
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(Recipe, loc)
+        return key, "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    if error["type"] == "missing":
+        return key, "required key is missing"
+    msg = error["msg"].removeprefix("Value error, ")
+    if "input" in error and error["type"] != "value_error":
+        msg += f" (got {error['input']!r})"
+    return key, msg
+
+
 def describe_validation_error(err: ValidationError, file: str) -> BadInput:
     """First pydantic error as one line naming file and dotted key; the count of others as hint."""
-    first = err.errors()[0]
-    loc = tuple(first["loc"])
-    key = ".".join(str(p) for p in loc) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        allowed = _allowed_keys(Recipe, loc)
-        msg = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
-    elif first["type"] == "missing":
-        msg = "required key is missing"
-    else:
-        msg = first["msg"].removeprefix("Value error, ")
-        if "input" in first and first["type"] != "value_error":
-            msg += f" (got {first['input']!r})"
+    key, msg = _describe(err.errors()[0])
     more = len(err.errors()) - 1
-    hint = f"{more} more error(s): run `lfcc-deploy recipes check {file}`" if more else None
+    hint = f"{more} more error(s); `lfcc-deploy recipes check {file.split(' ')[0]}` lists them all" if more else None
     return BadInput(msg, file=file, key=key, hint=hint)
+
+
+def recipe_errors(name_or_path: str | Path, overrides: list[str] | None = None) -> list[BadInput]:
+    """Every schema error of a recipe at once (for `recipes check`); empty when it validates."""
+    path = find_recipe(name_or_path)
+    data = apply_overrides(read_toml(path), overrides or [])
+    try:
+        Recipe.model_validate(data)
+    except ValidationError as err:
+        return [BadInput(msg, file=str(path), key=key) for key, msg in map(_describe, err.errors())]
+    return []
 
 
 def validate_recipe(data: dict, file: str) -> Recipe:

@@ -15,6 +15,7 @@ from typing import Any, Callable
 from .errors import BadInput
 
 RECIPE_FILE = "recipe.toml"
+RUNS_DIR = Path("runs")  # where runs go by default (runs/<recipe name>), relative to the working directory
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 SUMMARY_FILE = "summary.json"
@@ -100,6 +101,21 @@ def check_run_dir(run_dir: Path, *, resume: bool, force: bool) -> None:
         state = "a finished" if (run_dir / SUMMARY_FILE).exists() else "an unfinished"
         raise BadInput(f"run directory already holds {state} run", file=str(run_dir),
                        hint="use --resume to continue it, --force to start over, or --out for another directory")
+
+
+def latest_finished_run(root: Path = RUNS_DIR) -> Path:
+    """The run under `root` whose summary.json was written last: what `export`, `bench`, `gate` and `eval`
+    take when no RUN_DIR is given. A run still training (or killed) has no summary.json and is passed over."""
+    root = Path(root)
+    finished = [p.parent for p in root.glob(f"*/{SUMMARY_FILE}")]
+    if finished:
+        return max(finished, key=lambda d: ((d / SUMMARY_FILE).stat().st_mtime, d.name))
+    unfinished = sorted(p.parent.name for p in root.glob(f"*/{RECIPE_FILE}"))
+    if unfinished:
+        raise BadInput(f"no finished run under {root}/ (unfinished: {', '.join(unfinished)})",
+                       hint="finish one with `lfcc-deploy distill RECIPE --resume`, or pass RUN_DIR")
+    raise BadInput(f"no run under {root}/ and no RUN_DIR given",
+                   hint="run `lfcc-deploy distill RECIPE` (or `pipeline`) first, or pass RUN_DIR")
 
 
 def clear_run_dir(run_dir: Path) -> None:

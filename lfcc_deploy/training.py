@@ -22,15 +22,19 @@ from .losses import METHODS, Method, MethodContext
 from .manifest import manifest
 from .models import (ModelSpec, Net, build_net, check_model_name, default_normalisation, load_net,
                      load_weights, param_count, read_state, resolve_kwargs)
+from .metrics_log import require_tensorboard
 from .plots import plot_curves
+from .progress import default_reporter
 from .recipe import (ModelConfig, Recipe, TrainConfig, changed_keys, read_toml, recipe_dict, recipe_hash,
                      recipe_to_toml, validate_recipe)
-from .rundir import (RECIPE_FILE, SUMMARY_FILE, RunLock, check_run_dir, clear_run_dir, read_json, write_json,
+from .rundir import (RECIPE_FILE, RUNS_DIR, SUMMARY_FILE, RunLock, check_run_dir, clear_run_dir, read_json, write_json,
                      write_text)
-IGNORED_ON_RESUME = {"device", "description", "export", "gates"}  # not training keys
+IGNORED_ON_RESUME = {"device", "description", "export", "gates", "logging"}  # not training keys
 
 
 class SilentReporter:
+    """Ranks other than 0 of a data-parallel run: rank 0 reports for all."""
+
     def note(self, *a) -> None: ...
     def start(self, *a) -> None: ...
     def progress(self, *a) -> None: ...
@@ -85,7 +89,7 @@ def make_method(name: str, student: Net, teacher: Net | None, cfg: TrainConfig, 
 
 
 def run_dir_for(recipe: Recipe, out: str | Path | None) -> Path:
-    return Path(out) if out else Path("runs") / recipe.name
+    return Path(out) if out else RUNS_DIR / recipe.name
 
 
 def refuse_changes(run_dir: Path, recipe: Recipe, ignore: set[str]) -> None:
@@ -118,8 +122,11 @@ class Run:
         self.dist = distributed.init_from_env(self.device)  # under torchrun: join, train on cuda:LOCAL_RANK
         self.device = self.dist.device
         self._check_sync_batchnorm(file)
-        self.reporter = (reporter if self.dist.is_main() else None) or SilentReporter()  # rank 0 prints
+        # rank 0 reports; the Python API without a reporter gets a bar on a terminal, else `logging`
+        self.reporter = (reporter or default_reporter()) if self.dist.is_main() else SilentReporter()
         teacher_state = check_resources(recipe, file)
+        if recipe.logging.tensorboard:
+            require_tensorboard()
         continues_teacher = job == "distill" and not (resume or force) and _teacher_only_run(self.run_dir)
         self.resume, self.force = resume or continues_teacher, force
         check_run_dir(self.run_dir, resume=self.resume, force=force)
@@ -177,6 +184,9 @@ class Run:
             write_text(self.run_dir / RECIPE_FILE, recipe_to_toml(self.recipe))
 
     def __exit__(self, *exc) -> None:
+        close = getattr(self.reporter, "close", None)  # a live bar must not outlive the run, however it ended
+        if close is not None:
+            close()
         if self.lock is not None:
             self.lock.__exit__(*exc)
 
@@ -186,7 +196,7 @@ class Run:
         artifact = {"reference": "ce_reference"}.get(name, name)
         phase = Phase(name, m, cfg, artifact, extra={"method": method})
         self.results[name] = Trainer(phase, self.data, self.recipe.data.augment, self.run_dir, self.device,
-                                     self.reporter).run()
+                                     self.reporter, tensorboard=self.recipe.logging.tensorboard).run()
         return self.results[name]
 
     def teacher(self) -> Net:
@@ -223,31 +233,57 @@ class Run:
         return summary
 
 
-def train_teacher(recipe: Recipe, **kw) -> dict[str, Any]:
-    with Run(recipe, "train-teacher", **kw) as run:
+def teacher_of_run(run_dir: str | Path) -> tuple[Path, dict[str, Any] | None]:
+    """`--teacher RUN_DIR`: its teacher.safetensors and the accuracies its summary.json measured (if any)."""
+    run_dir = Path(run_dir)
+    ckpt = (run_dir / "teacher.safetensors").resolve()
+    if not ckpt.is_file():
+        raise BadInput("no teacher.safetensors in this run directory", file=str(run_dir), key="--teacher",
+                       hint="pass a run directory that `train-teacher` or `distill` wrote")
+    summary = run_dir / SUMMARY_FILE
+    return ckpt, (read_json(summary).get("teacher") if summary.is_file() else None)
+
+
+def train_teacher(recipe: Recipe, *, file: str | None = None, out: str | Path | None = None, resume: bool = False,
+                  force: bool = False, device: str | None = None, reporter: Reporter | None = None
+                  ) -> dict[str, Any]:
+    """Train the recipe's teacher into `out` (default runs/<name>); returns what summary.json holds."""
+    with Run(recipe, "train-teacher", file=file, out=out, resume=resume, force=force, device=device,
+             reporter=reporter) as run:
         run.teacher()
         return run.summary()
 
 
-def distill(recipe: Recipe, **kw) -> dict[str, Any]:
-    """Teacher (trained unless given), optional CE-only reference, then the distilled student."""
-    with Run(recipe, "distill", **kw) as run:
-        teacher = run.teacher()
+def distill(recipe: Recipe, *, file: str | None = None, out: str | Path | None = None, resume: bool = False,
+            force: bool = False, device: str | None = None, teacher: str | Path | None = None,
+            reporter: Reporter | None = None, teacher_result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Teacher (trained unless given), optional CE-only reference, then the distilled student.
+
+    `teacher` is a run directory whose teacher.safetensors is used as is (the recipe's teacher.checkpoint);
+    `device` overrides the recipe's; `reporter` defaults to a bar on a terminal, else `logging`.
+    """
+    if teacher is not None:
+        ckpt, teacher_result = teacher_of_run(teacher)
+        recipe = recipe.model_copy(update={"teacher": recipe.teacher.model_copy(
+            update={"checkpoint": str(ckpt), "pretrained": False})})
+    with Run(recipe, "distill", file=file, out=out, resume=resume, force=force, device=device, reporter=reporter,
+             teacher_result=teacher_result) as run:
+        trained = run.teacher()
         d = recipe.distill
         if d.ce_reference:
             run.train("reference", "ce", run.student(), None, d)
-        run.train("student", d.method, run.student(), teacher, d, recipe.method_config())
+        run.train("student", d.method, run.student(), trained, d, recipe.method_config())
         return run.summary()
 
 
-def evaluate_run(run_dir: str | Path, *, device: str = "auto") -> dict[str, Any]:
-    """Accuracy of every model a run directory holds, on validation and test splits."""
+def evaluate_run(run_dir: str | Path, *, device: str | None = None) -> dict[str, Any]:
+    """Accuracy of every model a run directory holds, on validation and test splits (`device`: the recipe's)."""
     run_dir = Path(run_dir)
     recipe_path = run_dir / RECIPE_FILE
     if not recipe_path.is_file():
         raise BadInput("not a run directory (no recipe.toml)", file=str(run_dir))
     recipe = validate_recipe(read_toml(recipe_path), str(recipe_path))
-    dev = resolve_device(device)
+    dev = resolve_device(device or recipe.device)
     data = load_data(recipe.data, file=str(recipe_path))
     out: dict[str, Any] = {}
     for name in ("teacher", "ce_reference", "student"):

@@ -8,7 +8,7 @@ from conftest import tiny_recipe_text
 import lfcc_deploy.losses.lfcc as lfcc_mod
 
 
-def test_profile_prints_and_writes_all_methods(tmp_path, cli, monkeypatch):
+def test_profile_prints_all_methods_as_table_or_json(tmp_path, cli, monkeypatch):
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(tiny_recipe_text())
     calls = {"teacher": 0}
@@ -18,9 +18,9 @@ def test_profile_prints_and_writes_all_methods(tmp_path, cli, monkeypatch):
         calls["teacher"] += 1
         return original(self, x)
     monkeypatch.setattr(lfcc_mod.LFCC, "teacher_targets", counting)
-    res = cli("profile", recipe, "--steps", "3", "--json", tmp_path / "p.json", "--set", "distill.lfcc.grids=[1,2]")
+    res = cli("profile", recipe, "--steps", "3", "--json", "--set", "distill.lfcc.grids=[1,2]")
     assert res.code == 0, res.err
-    data = json.loads((tmp_path / "p.json").read_text())
+    data = json.loads(res.out)  # --json: the figures and nothing else on stdout
     assert set(data["methods"]) == {"ce", "kd", "lfcc", "lfcc_cached"} and data["device"] == "cpu"
     m = data["methods"]
     assert all(r["step_ms"] > 0 and r["images_per_s"] > 0 for r in m.values())
@@ -28,4 +28,5 @@ def test_profile_prints_and_writes_all_methods(tmp_path, cli, monkeypatch):
     # live lfcc calls the teacher on every step (3 warm-up + 3 timed = 6); the cached variant only while
     # its one-view cache is built (probe warm-up, probe, one batch = 3), never in its timed steps
     assert calls["teacher"] == 9
-    assert "lfcc_cached" in res.out and "data pipeline" in res.out
+    table = cli("profile", recipe, "--steps", "3", "-q", "--set", "distill.lfcc.grids=[1,2]")
+    assert "lfcc_cached" in table.out and "data pipeline" in table.out and not table.err

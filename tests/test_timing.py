@@ -34,7 +34,7 @@ def test_summarize_matches_numpy():
     assert s.std_ms == pytest.approx(a.std(ddof=0))
     assert s.cov == pytest.approx(a.std() / a.mean())
     assert (s.min_ms, s.max_ms) == (1.0, 100.0)
-    for q, v in zip((50, 90, 95, 99), (s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms)):
+    for q, v in zip((10, 50, 90, 95, 99), (s.p10_ms, s.p50_ms, s.p90_ms, s.p95_ms, s.p99_ms)):
         assert v == pytest.approx(np.percentile(a, q))
     assert s.p90_ms == pytest.approx(90.1)  # linear interpolation, not nearest rank
     assert s.throughput(32) == pytest.approx(32000 / 50.5)
@@ -52,7 +52,7 @@ def test_summarize_empty_and_to_dict():
     with pytest.raises(ValueError):
         summarize([])
     d = summarize([1.123456789, 2.0]).to_dict()
-    assert set(d) == {"iters", "mean_ms", "std_ms", "cov", "min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
+    assert set(d) == {"iters", "mean_ms", "std_ms", "cov", "min_ms", "p10_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms",
                       "max_ms"}
     assert d["iters"] == 2 and type(d["iters"]) is int
     assert d["min_ms"] == 1.1235 and all(type(v) is float for k, v in d.items() if k != "iters")

@@ -19,9 +19,10 @@ from ..export.formats import PRECISIONS
 from ..export.job import run_recipe
 from ..models import read_state
 from ..preprocess import Preprocess, pad_batch
+from ..progress import default_say
 from .backends import BACKENDS, Runner
 from .report import REPORT_JSON, derive, merge_rows, write_report
-from .timing import LatencyStats, TimingConfig, environment, set_cpu_threads, time_cpu, time_cuda
+from .timing import LatencyStats, TimingConfig, environment, interleaved_ms, set_cpu_threads, time_cpu, time_cuda
 
 MODELS = ("student", "teacher")
 MODES = ("compute", "e2e")
@@ -31,7 +32,7 @@ MODES = ("compute", "e2e")
 class BenchConfig:
     backends: list[str] | None = None       # None: every registered backend
     precisions: list[str] | None = None     # None: whatever the run directory has artifacts for
-    device: str = "cpu"
+    device: str | None = None               # None: the run's recipe's `device` (auto: cuda when there is one)
     batches: list[int] | None = None        # None: 1, 32 on cpu; 1, 32, 256 on cuda
     models: list[str] = field(default_factory=lambda: list(MODELS))
     timing: TimingConfig = field(default_factory=TimingConfig)
@@ -99,18 +100,38 @@ def what_is_timed(runner: Runner, mode: str) -> str:
     return "host wall clock of the model call on inputs already in memory"
 
 
-def time_batch(runner: Runner, pre: Preprocess, images: Images, batch: int, cfg: BenchConfig) -> LatencyStats:
+def _call(runner: Runner, pre: Preprocess, u8: torch.Tensor, mode: str) -> Callable[[], Any]:
     """compute: the model call with inputs already on the device; e2e: uint8 on the host -> logits on the host."""
-    u8 = images.batch(batch)
-    if cfg.mode == "compute":
+    if mode == "compute":
         x = pre(u8.to(runner.device))
-        fn: Callable[[], Any] = lambda: runner.run(x)
-        if runner.cuda_events:
-            return time_cuda(fn, cfg.timing)
-        return time_cpu(lambda: (fn(), runner.sync()), cfg.timing)
+        return lambda: runner.run(x)
     if runner.device.type == "cuda":
         u8 = u8.pin_memory()
-    return time_cpu(lambda: runner.run(pre(u8.to(runner.device, non_blocking=True))).cpu(), cfg.timing)
+    return lambda: runner.run(pre(u8.to(runner.device, non_blocking=True))).cpu()
+
+
+def time_batch(runner: Runner, pre: Preprocess, images: Images, batch: int, cfg: BenchConfig) -> LatencyStats:
+    fn = _call(runner, pre, images.batch(batch), cfg.mode)
+    if cfg.mode == "e2e":
+        return time_cpu(fn, cfg.timing)
+    return time_cuda(fn, cfg.timing) if runner.cuda_events else time_cpu(lambda: (fn(), runner.sync()), cfg.timing)
+
+
+def versus_fp32(rows: list[dict], runners: dict[str, Runner], pre: Preprocess, images: Images, cfg: BenchConfig,
+                say: Callable[[str], None]) -> None:
+    """Each quantised row against fp32 of its backend and batch, the two timed in turn round after round for
+    about --duration-s: drift between two separately timed rows can neither fake nor hide a speedup, so this
+    ratio is the INT8/fp16 speedup the report gives (`speedup_vs_fp32`)."""
+    fp32 = {r["batch"]: r for r in rows if r["precision"] == "fp32" and r["status"] == "ok"}
+    for r in (r for r in rows if r["precision"] != "fp32" and r["status"] == "ok" and r["batch"] in fp32):
+        ref, u8 = fp32[r["batch"]], images.batch(r["batch"])
+        steps = {name: (lambda f=_call(m, pre, u8, cfg.mode), m=m: (f(), m.sync()))
+                 for name, m in (("fp32", runners["fp32"]), ("this", runners[r["precision"]]))}
+        per_round = ref["latency"]["p50_ms"] + r["latency"]["p50_ms"]
+        rounds = int(min(10_000, max(cfg.timing.min_iters, 1000 * cfg.timing.duration_s / max(per_round, 1e-3))))
+        say(f"timing {r['model']} {r['backend']} {r['precision']} batch {r['batch']} against fp32, interleaved")
+        ms = interleaved_ms(steps, rounds=rounds, device=runners["fp32"].device)
+        r["vs_fp32_interleaved"] = dict(rounds=rounds, fp32_ms=round(ms["fp32"], 4), ms=round(ms["this"], 4))
 
 
 def _row(**kw) -> dict[str, Any]:
@@ -119,9 +140,10 @@ def _row(**kw) -> dict[str, Any]:
     return {**base, **kw}
 
 
-def bench_run(run_dir: str | Path, cfg: BenchConfig, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+def bench_run(run_dir: str | Path, cfg: BenchConfig, say: Callable[[str], None] = default_say) -> dict[str, Any]:
     """Measure every requested row, write report.json / report.md / report.png, return the report."""
     run_dir = Path(run_dir)
+    cfg.device = resolve_device(cfg.device or run_recipe(run_dir, [])[0].device).type
     cfg.check()
     images = Images(run_dir, cfg.accuracy_images)
     threads = set_cpu_threads(cfg.threads) if cfg.device == "cpu" else (cfg.threads or torch.get_num_threads())
@@ -173,7 +195,7 @@ def _backend_rows(backend, run_dir, model, pre, params, images, batches, cfg, th
     if not ok:
         return [_row(**key, precision=p, batch=b, status="skipped", reason=why)
                 for p in (cfg.precisions or ["fp32"]) for b in batches]
-    rows = []
+    rows, runners = [], {}
     for precision in precisions:
         path, why, failed = _artifact(backend, run_dir, model, precision, cfg.device)
         if path is None:
@@ -182,7 +204,7 @@ def _backend_rows(backend, run_dir, model, pre, params, images, batches, cfg, th
             continue
         info = dict(file=str(path), size_bytes=path.stat().st_size, params=params)
         try:
-            runner = backend.load(path, precision, cfg.device, threads)
+            runner = runners[precision] = backend.load(path, precision, cfg.device, threads)
             acc = deployed_accuracy(runner, pre, images)
         except Exception as err:  # a failing backend is a row, not a crash
             rows += [_row(**key, precision=precision, batch=b, status="failed", reason=_failure(err), **info)
@@ -199,4 +221,6 @@ def _backend_rows(backend, run_dir, model, pre, params, images, batches, cfg, th
                              timed=what_is_timed(runner, cfg.mode),
                              throughput_ips=round(stats.throughput(b), 2), unstable=stats.unstable(),
                              accuracy=acc, **info))
+    if "fp32" in runners:
+        versus_fp32(rows, runners, pre, images, cfg, say)
     return rows

@@ -35,6 +35,7 @@ class LatencyStats:
     std_ms: float
     cov: float
     min_ms: float
+    p10_ms: float
     p50_ms: float
     p90_ms: float
     p95_ms: float
@@ -60,9 +61,9 @@ def summarize(samples_ms: Sequence[float]) -> LatencyStats:
     if a.size == 0:
         raise ValueError("summarize() needs at least one sample")
     mean, std = float(a.mean()), float(a.std())
-    p50, p90, p95, p99 = (float(p) for p in np.percentile(a, [50, 90, 95, 99]))
+    p10, p50, p90, p95, p99 = (float(p) for p in np.percentile(a, [10, 50, 90, 95, 99]))
     return LatencyStats(iters=int(a.size), mean_ms=mean, std_ms=std, cov=std / mean if mean else 0.0,
-                        min_ms=float(a.min()), p50_ms=p50, p90_ms=p90, p95_ms=p95, p99_ms=p99,
+                        min_ms=float(a.min()), p10_ms=p10, p50_ms=p50, p90_ms=p90, p95_ms=p95, p99_ms=p99,
                         max_ms=float(a.max()))
 
 

@@ -9,7 +9,10 @@ import typer
 from .. import __version__
 from ..errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, LfccError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# Help text is plain (rich markup off), so `[gates]` or `[export] opset` read as written; -h works too.
+# Command modules import torch, timm and onnx inside the commands only: `--help` and `--version` stay fast.
+HELP_SETTINGS = dict(rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]})
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, **HELP_SETTINGS,
                   help="Distil a large vision model into a small one of another family, export it, prove it.")
 
 

@@ -7,8 +7,8 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import SET, err, out
-from .progress import _pct
+from .common import DEVICE, JSON, QUIET, RUN_RECIPE, find_run, out, print_json, recipe_file, run_arg, say
+from .progress import pct
 
 
 def _csv(value: Optional[str], cast=str) -> Optional[list]:
@@ -25,11 +25,11 @@ def _csv(value: Optional[str], cast=str) -> Optional[list]:
 
 
 @app.command()
-def bench(run_dir: str = typer.Argument(..., help="A run directory (after `export`)."),
+def bench(run_dir: Optional[str] = run_arg(" (after `export`)"), recipe: Optional[str] = RUN_RECIPE,
           backends: Optional[str] = typer.Option(None, "--backends", help="e.g. torch,onnxruntime (default: all)."),
           precisions: Optional[str] = typer.Option(None, "--precisions",
                                                    help="fp32,int8,fp16 (default: what the run has)."),
-          device: str = typer.Option("cpu", "--device", help="cpu | cuda"),
+          device: Optional[str] = DEVICE,
           batch: Optional[str] = typer.Option(None, "--batch", help="e.g. 1,32 (default 1,32 cpu; 1,32,256 cuda)."),
           model: str = typer.Option("both", "--model", help="student | teacher | both"),
           warmup_ms: float = typer.Option(200.0, "--warmup-ms", min=0),
@@ -37,14 +37,17 @@ def bench(run_dir: str = typer.Argument(..., help="A run directory (after `expor
           min_iters: int = typer.Option(10, "--min-iters", min=1),
           mode: str = typer.Option("compute", "--mode", help="compute | e2e"),
           threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads (default: all)."),
-          quiet: bool = typer.Option(False, "--quiet", "-q", help="No per-row progress lines.")) -> None:
+          quiet: bool = QUIET, as_json: bool = JSON) -> None:
     """Latency (p50/p90/p95/p99, CoV), throughput and accuracy of every backend; writes report.json/.md/.png."""
     from ..bench.run import BenchConfig, bench_run
     from ..bench.timing import TimingConfig
+    run_dir = find_run(run_dir, recipe)
     cfg = BenchConfig(backends=_csv(backends), precisions=_csv(precisions), device=device, batches=_csv(batch, int),
                       models=["student", "teacher"] if model == "both" else [model], mode=mode, threads=threads,
                       timing=TimingConfig(warmup_ms=warmup_ms, duration_s=duration_s, min_iters=min_iters))
-    report = bench_run(run_dir, cfg, say=(lambda _: None) if quiet else (lambda s: err.print(s, highlight=False)))
+    report = bench_run(run_dir, cfg, say=say(quiet))
+    if as_json:
+        return print_json(report)
     out.print(bench_table(report))
     for r in report["rows"]:
         if r["status"] != "ok":
@@ -61,37 +64,61 @@ def bench_table(report: dict) -> Table:
         lat = r["latency"]
         t.add_row(r["model"], r["backend"], r["precision"], str(r["batch"]), f"{lat['p50_ms']:.3f}",
                   f"{lat['p99_ms']:.3f}", f"{100 * lat['cov']:.0f}%" + ("!" if r["unstable"] else ""),
-                  f"{r['throughput_ips']:.0f}", _pct(r["accuracy"]),
+                  f"{r['throughput_ips']:.0f}", pct(r["accuracy"]),
                   f"{r['speedup_vs_teacher']:.2f}×" if r["speedup_vs_teacher"] else "",
                   f"{r['speedup_vs_fp32']:.2f}×" if r["speedup_vs_fp32"] else "")
     return t
 
 
+JUNIT = typer.Option(None, "--junit", metavar="FILE",
+                     help="Also write JUnit XML (one testcase per check) for CI test reports.")
+
+
 @app.command("gate")
-def gate_cmd(run_dir: str = typer.Argument(..., help="A run directory with report.json (after `bench`)."),
-             recipe: Optional[str] = typer.Option(None, "--recipe", help="Take [gates] from this recipe."),
+def gate_cmd(run_dir: Optional[str] = run_arg(" with report.json (after `bench`)"),
+             recipe: Optional[str] = typer.Option(None, "--recipe", metavar="NAME",
+                                                  help="Take [gates] from this recipe (default: the run's own); "
+                                                       "without RUN_DIR, gate its run runs/<name>."),
              baseline: Optional[str] = typer.Option(None, "--baseline",
                                                     help="OLD_RUN_DIR (re-measured, interleaved) or OLD_REPORT.json."),
-             set_: Optional[list[str]] = SET,
-             seconds: float = typer.Option(3.0, "--seconds", min=0.1, help="Interleaved timing per row vs baseline."),
-             ) -> None:
+             set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                                      help="Override a gate, value as a TOML literal, "
+                                                           "e.g. --set gates.min_accuracy=0.95"),
+             duration_s: float = typer.Option(3.0, "--duration-s", min=0.1,
+                                              help="Timed seconds per row when re-measuring against --baseline."),
+             junit: Optional[str] = JUNIT, as_json: bool = JSON, quiet: bool = QUIET) -> None:
     """Turn the recipe's [gates] into PASS/FAIL lines and an exit code (0 pass, 1 breach, 2 bad input)."""
+    from ..errors import BadInput
     from ..gate import run_gate
-    result = run_gate(run_dir, recipe=recipe, baseline=baseline, overrides=set_, seconds=seconds,
-                  say=lambda s: err.print(s, highlight=False))
-    print_gate(result, run_dir)
+    from ..rundir import RUNS_DIR
+    run_dir = find_run(run_dir, recipe)
+    gates_from = recipe_file(recipe) if recipe else None  # a bare run name: the run's own [gates]
+    if recipe and gates_from is None and run_dir != str(RUNS_DIR / recipe):
+        raise BadInput("recipe file not found", file=recipe, key="--recipe",
+                       hint="give a recipe path or a name from `lfcc-deploy recipes list`")
+    result = run_gate(run_dir, recipe=gates_from, baseline=baseline, overrides=set_, seconds=duration_s,
+                      say=say(quiet))
+    print_gate(result, run_dir, junit=junit, as_json=as_json)
 
 
-def print_gate(result: dict, run_dir: str) -> None:
-    """One line per check, then CheckFailed (exit 1) when any failed; gate.json is already written."""
+def print_gate(result: dict, run_dir: str, junit: Optional[str] = None, as_json: bool = False) -> None:
+    """One unwrapped line per check (or the JSON), JUnit XML and the GitHub step summary when asked,
+    then CheckFailed (exit 1) when any check failed; gate.json is already written."""
     from ..errors import CheckFailed
-    if not result["checks"]:
-        out.print("no gates configured: add a [gates] table to the recipe (see README)", highlight=False)
-    for c in result["checks"]:
-        measured = "—" if c["measured"] is None else f"{c['measured']:.6g}"
-        out.print(f"{c['status']}  {c['gate']:<26} {c['row']:<40} measured {measured:<10} limit {c['limit']}"
-                  + (f"  ({c['note']})" if c["note"] else ""), highlight=False)
+    from ..gate_report import append_step_summary, line, write_junit
+    if junit:
+        write_junit(junit, result)
+    append_step_summary(result)
+    if as_json:
+        print_json(result)
+    else:
+        if not result["checks"]:
+            print("no gates configured: add a [gates] table to the recipe (see README)")
+        for c in result["checks"]:
+            print(line(c))  # plain print: rich would wrap a long check over two lines in a narrow log
     failed = [c for c in result["checks"] if not c["passed"]]
     if failed:
         raise CheckFailed(f"{len(failed)} of {len(result['checks'])} gate checks failed", file=f"{run_dir}/gate.json")
-    out.print(f"all {len(result['checks'])} gate checks passed; wrote {run_dir}/gate.json", highlight=False)
+    if not as_json:
+        print(f"all {len(result['checks'])} gate checks passed; wrote {run_dir}/gate.json"
+              + (f" and {junit}" if junit else ""))

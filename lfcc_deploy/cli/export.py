@@ -9,12 +9,12 @@ import typer
 from rich.table import Table
 
 from . import app
-from .common import SET, err, out
-from .progress import _pct
+from .common import QUIET, RUN_RECIPE, find_run, out, run_arg, say
+from .progress import pct
 
 
 @app.command()
-def export(run_dir: str = typer.Argument(..., help="A run directory with student.safetensors."),
+def export(run_dir: Optional[str] = run_arg(" with student.safetensors"), recipe: Optional[str] = RUN_RECIPE,
            onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Export fp32 ONNX (else reuse export/*.onnx)."),
            int8: bool = typer.Option(False, "--int8", help="INT8: TensorRT with --trt, else onnxruntime static."),
            fp16: bool = typer.Option(False, "--fp16", help="FP16: TensorRT with --trt, else an fp16 ONNX."),
@@ -24,15 +24,19 @@ def export(run_dir: str = typer.Argument(..., help="A run directory with student
                                                   help="Batch axis dynamic (default) or export.static_batch."),
            simplify: Optional[bool] = typer.Option(None, "--simplify/--no-simplify", help="onnxslim the graph."),
            model: str = typer.Option("student", "--model", help="student | teacher"),
-           set_: Optional[list[str]] = SET) -> None:
+           set_: Optional[list[str]] = typer.Option(None, "--set", metavar="KEY=VALUE",
+                                                    help="Override an [export] key, value as a TOML literal, "
+                                                         "e.g. --set export.calibration_images=1024"),
+           quiet: bool = QUIET) -> None:
     """Export to ONNX / INT8 / fp16 / TensorRT into RUN_DIR/export/, checked against torch on the test split."""
     from ..export.run import export_run, raise_if_failed
+    run_dir = find_run(run_dir, recipe)
     overrides = list(set_ or [])
     overrides += [f"export.opset={opset}"] if opset is not None else []
     overrides += [f"export.dynamic_batch={str(dynamic).lower()}"] if dynamic is not None else []
     overrides += [f"export.simplify={str(simplify).lower()}"] if simplify is not None else []
     summary = export_run(run_dir, model=model, onnx=onnx, int8=int8, fp16=fp16, trt=trt, overrides=overrides,
-                         say=lambda s: err.print(s, highlight=False), check=False)
+                         say=say(quiet), check=False)
     out.print(parity_table(summary["this"], summary["written"], model))
     for line in export_notes(summary):
         out.print(line, highlight=False)
@@ -50,8 +54,8 @@ def parity_table(parity: dict, written: list[dict], model: str) -> Table:
         r = files.get(name, {})
         measured = "accuracy" in e  # an fp32 entry where every exporter crashed has no numbers
         table.add_row(name, Path(r["path"]).name if r else "—", f"{r['size_bytes'] / 1e6:.2f}" if r else "—",
-                      f"{e['max_abs_logit']:.1e}" if measured else "—", _pct(e.get("top1_agreement")),
-                      _pct(e.get("accuracy")), f"{0.0 - 100 * e['accuracy_drop']:+.2f}" if measured else "—",
+                      f"{e['max_abs_logit']:.1e}" if measured else "—", pct(e.get("top1_agreement")),
+                      pct(e.get("accuracy")), f"{0.0 - 100 * e['accuracy_drop']:+.2f}" if measured else "—",
                       "ok" if e["passed"] else "FAIL")
     return table
 

@@ -6,12 +6,11 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ..models import ModelSpec, build_net, check_model_name, param_count, resolve_kwargs
-from ..recipe import parse_override
-from . import app
+from . import HELP_SETTINGS, app
 from .common import out
 
-models_app = typer.Typer(help="Inspect timm models as this toolkit builds them.", no_args_is_help=True)
+models_app = typer.Typer(help="Inspect timm models as this toolkit builds them.", no_args_is_help=True,
+                         **HELP_SETTINGS)
 app.add_typer(models_app, name="models")
 
 
@@ -22,6 +21,8 @@ def show(name: str, img_size: int = typer.Option(32, "--img-size", min=8),
          kwarg: Optional[list[str]] = typer.Option(None, "--kwarg", metavar="KEY=VALUE",
                                                    help="timm model argument, value as a TOML literal")) -> None:
     """Index, timm module, channels and map size of each stage."""
+    from ..models import ModelSpec, build_net, check_model_name, param_count, resolve_kwargs
+    from ..recipe import parse_override
     check_model_name(name, key="NAME")
     user = dict((parse_override(k)[0][-1], parse_override(k)[1]) for k in kwarg or [])
     kwargs = resolve_kwargs(name, img_size, user, pretrained=False)

@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 
 from ..errors import BadInput, CheckFailed
+from ..progress import default_say
 from ..rundir import RunLock, read_json, write_json
 from .common import ExportResult, ort_session, require, run_session
 from .config import ExportConfig
@@ -33,7 +34,7 @@ def _preflight_trt() -> None:
 
 def export_run(run_dir: str | Path, *, model: str = "student", onnx: bool = True, int8: bool = False,
                fp16: bool = False, trt: bool = False, overrides: list[str] | None = None,
-               say: Callable[[str], None] = lambda _: None, check: bool = True,
+               say: Callable[[str], None] = default_say, check: bool = True,
                config: ExportConfig | None = None) -> dict[str, Any]:
     """Export one model of a run directory; returns the summary also written to export/export.json.
 
