@@ -6,10 +6,12 @@ timm's common API: `create_model`, `feature_info`, `forward_intermediates` and
 """
 from __future__ import annotations
 
+import ast
+import inspect
 import json
 import math
-import re
-from contextlib import contextmanager
+import sys
+import textwrap
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,7 @@ import timm
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from timm.models._registry import model_entrypoint
+from timm.models._registry import model_entrypoint, split_model_name_tag
 from torch import nn
 
 from .errors import BadInput
@@ -35,7 +37,6 @@ SMALL_IMAGE = {
 }
 TOKEN_MODULES = set(SMALL_IMAGE)
 META_KEY = "lfcc_deploy"
-_PINNED = re.compile(r"got multiple values for keyword argument '(\w+)'")
 
 
 @dataclass
@@ -79,39 +80,43 @@ def resolve_kwargs(name: str, img_size: int, user: dict[str, Any], pretrained: b
     return {**defaults, **user}
 
 
-@contextmanager
-def _forced_builder_kwargs(name: str, forced: dict[str, Any]):
-    """Let recipe values win over arguments an entry point pins (MLP-Mixer's `patch_size`).
+# Entry points of these timm modules fix some arguments inside `dict(patch_size=16, ..., **kwargs)`,
+# so a recipe value for one of them is a duplicate keyword, not an override (MLP-Mixer's patch_size).
+# For them the module's own builder is called with the entry point's arguments, the recipe's on top.
+PINNING_BUILDERS = {"timm.models.mlp_mixer": "_create_mixer"}
 
-    timm entry points merge their fixed arguments with ours and pass the result to
-    `build_model_with_cfg`; overriding there is one mechanism for every model.
-    """
-    module = __import__(model_entrypoint(name).__module__, fromlist=["build_model_with_cfg"])
-    original = module.build_model_with_cfg
 
-    def build(*args, **kwargs):
-        return original(*args, **{**kwargs, **forced})
+def _entry_call(entry) -> tuple[str, dict[str, Any]]:
+    """(variant, fixed arguments) an entry point hands its builder, read from its source: the
+    variant is the builder call's first argument, the arguments the `dict(...)` literal's keywords,
+    evaluated in the entry point's module (values such as `block_layer=ResBlock` name its classes)."""
+    module = sys.modules[entry.__module__]
+    tree = ast.parse(textwrap.dedent(inspect.getsource(entry)))
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)]
+    fixed = next(c for c in calls if c.func.id == "dict")
+    build = next(c for c in calls if c.func.id == PINNING_BUILDERS[entry.__module__])
+    value = lambda node: eval(compile(ast.Expression(node), module.__file__, "eval"), vars(module))  # noqa: E731
+    return value(build.args[0]), {k.arg: value(k.value) for k in fixed.keywords if k.arg}
 
-    module.build_model_with_cfg = build
-    try:
-        yield
-    finally:
-        module.build_model_with_cfg = original
+
+def _build(name: str, pretrained: bool, kwargs: dict[str, Any]) -> nn.Module:
+    entry = model_entrypoint(name)
+    builder = PINNING_BUILDERS.get(entry.__module__)
+    variant, fixed = _entry_call(entry) if builder else (name, {})
+    if not set(kwargs) & set(fixed):  # nothing pinned is overridden: timm's own path
+        return timm.create_model(name, pretrained=pretrained, **kwargs)
+    tag = split_model_name_tag(name)[1]
+    extra = {"pretrained_cfg": tag} if tag else {}
+    return getattr(sys.modules[entry.__module__], builder)(variant, pretrained=pretrained, **extra,
+                                                           **{**fixed, **kwargs})
 
 
 def create_timm_model(name: str, *, pretrained: bool = False, key: str = "model_kwargs", **kwargs) -> nn.Module:
-    forced: dict[str, Any] = {}
-    while True:
-        free = {k: v for k, v in kwargs.items() if k not in forced}
-        try:
-            with _forced_builder_kwargs(name, forced):
-                return timm.create_model(name, pretrained=pretrained, **free)
-        except (TypeError, ValueError, AssertionError, RuntimeError) as err:
-            pinned = _PINNED.search(str(err))
-            if not pinned or pinned.group(1) in forced or pinned.group(1) not in kwargs:
-                raise BadInput(f"timm cannot build {name!r} with {kwargs}: {str(err)[:160]}", key=key,
-                               hint="check the names and values in model_kwargs") from None
-            forced[pinned.group(1)] = kwargs[pinned.group(1)]
+    try:
+        return _build(name, pretrained, kwargs)
+    except (TypeError, ValueError, AssertionError, RuntimeError) as err:
+        raise BadInput(f"timm cannot build {name!r} with {kwargs}: {str(err)[:160]}", key=key,
+                       hint="check the names and values in model_kwargs") from None
 
 
 def stage_indices(model: nn.Module) -> list[int]:

@@ -33,6 +33,12 @@ def _report(run):
     return json.loads((run / "report.json").read_text())
 
 
+def _fresh(run):
+    """The rows the last bench measured (report.json keeps earlier rows it did not re-measure)."""
+    report = _report(run)
+    return [r for r in report["rows"] if r["measured_at"] == report["created"]]
+
+
 def test_bench_rows_for_every_model_backend_precision_and_batch(exported, cli):
     res = cli("bench", exported, "--backends", "torch,onnxruntime", "--batch", "1,3", *FAST)
     assert res.code == 0, res.err
@@ -74,7 +80,7 @@ def test_bench_rows_for_every_model_backend_precision_and_batch(exported, cli):
 def test_unavailable_backends_are_skipped_rows_with_reasons(exported, cli):
     res = cli("bench", exported, "--batch", "2", "--model", "student", "--precisions", "fp32,int8", *FAST)
     assert res.code == 0, res.err
-    rows = _report(exported)["rows"]
+    rows = _fresh(exported)
     reasons = {(r["backend"], r["precision"]): r["reason"] for r in rows if r["status"] == "skipped"}
     assert "cuda only" in reasons[("torch-cudagraph", "fp32")]
     assert "TensorRT" in reasons[("tensorrt", "fp32")]
@@ -88,7 +94,7 @@ def test_e2e_mode_times_from_uint8_images(exported, cli):
     assert res.code == 0, res.err
     report = _report(exported)
     assert report["config"]["mode"] == "e2e" and "uint8 images on the host" in (exported / "report.md").read_text()
-    assert all(r["status"] == "ok" for r in report["rows"])
+    assert all(r["status"] == "ok" and r["mode"] == "e2e" for r in _fresh(exported))
 
 
 @pytest.mark.parametrize("args, needle", [
@@ -232,6 +238,7 @@ def test_stored_report_baseline_compares_p50(tmp_path, exported, cli):
 
 def test_baseline_run_is_re_measured_interleaved(tmp_path, exported, cli):
     """Itself as baseline passes; a student ~10× slower (resnet18 vs test_resnet) fails."""
+    (exported / "report.json").unlink()  # a bench adds to the report: start from this one row
     assert cli("bench", exported, "--backends", "onnxruntime", "--model", "student", "--batch", "8",
                "--precisions", "fp32", *FAST).code == 0
     same = cli("gate", exported, "--baseline", exported, "--duration-s", "0.3", "--set", "gates.max_regression=0.5")
@@ -275,6 +282,6 @@ def test_bench_input_edge_cases(exported, cli, tmp_path):
     assert cli("bench", exported, "--backends", "", *FAST).code == 2
     res = cli("bench", exported, "--backends", "onnxruntime", "--model", "student", "--batch", "2,2",
               "--precisions", "fp32", *FAST)
-    assert res.code == 0 and len(_report(exported)["rows"]) == 1
+    assert res.code == 0 and len(_fresh(exported)) == 1
     res = cli("gate", exported, "--baseline", tmp_path / "nowhere")
     assert res.code == 2 and "baseline not found" in res.err

@@ -81,6 +81,7 @@ def _old_engine(job):
 def test_failed_trt_export_keeps_the_previous_engine(job, monkeypatch, failure):
     fmt = _old_engine(job)
     (job.out / "student.onnx").write_bytes(b"unused by the fake build")
+    (job.out / ".student.engine.left-by-kill-9").mkdir()  # removed by the next export
     calls: list = []
     monkeypatch.setattr(trt_engine, "build_engine", _fake_build(calls, crash=failure == "crash"))
     monkeypatch.setattr(trt_engine, "TrtRunner", FakeRunner)

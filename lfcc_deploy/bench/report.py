@@ -1,16 +1,18 @@
 """The bench report: derived ratios, report.json (versioned), report.md and report.png (drawn in ..plots).
 
 report.json, version 1: {schema, version, created, run_dir, recipe, split, images, config,
-environment, rows[]}; a row is keyed by (model, backend, precision, device, batch) and holds status,
-reason, latency {iters, mean_ms, std_ms, cov, min_ms, p10_ms, p50_ms, p90_ms, p95_ms, p99_ms, max_ms},
-throughput_ips, unstable, file, size_bytes, params, accuracy, for quantised rows vs_fp32_interleaved
-{rounds, fp32_ms, ms}, and the derived speedup_vs_teacher, speedup_vs_fp32 (from the interleaved timing
-when there is one: the INT8/fp16 speedup to quote), accuracy_change_vs_fp32 (None where nothing compares).
+environment, rows[]}; a row is keyed by (model, backend, precision, device, batch, mode) and holds
+status, measured_at (a bench adds to the report: rows it did not measure stay), timed (what the latency
+covers), reason, latency {iters, mean_ms, std_ms, cov, min_ms, p10_ms, p50_ms, p90_ms, p95_ms, p99_ms,
+max_ms}, throughput_ips, unstable, file, size_bytes, params, accuracy, for quantised rows
+vs_fp32_interleaved {rounds, fp32_ms, ms}, and the derived speedup_vs_teacher, speedup_vs_fp32 (from the
+interleaved timing when there is one: the INT8/fp16 speedup to quote), accuracy_change_vs_fp32 (None
+where nothing compares).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ValidationError, model_validator
 
@@ -20,15 +22,20 @@ from ..rundir import read_json, write_json, write_text
 
 REPORT_JSON, REPORT_MD, REPORT_PNG = "report.json", "report.md", "report.png"
 SCHEMA = "lfcc-deploy/bench-report"
+MODE_TIMES = {"compute": "model call with inputs already on the device",
+              "e2e": "uint8 images on the host → preprocessing, copies, model → logits on the host"}
 
 
 def row_key(r: dict[str, Any]) -> tuple:
-    return (r["model"], r["backend"], r["precision"], r["device"], r["batch"])
+    """What a row measured: one row per key in a report (reports before `mode` was recorded: compute)."""
+    return (r["model"], r["backend"], r["precision"], r["device"], r["batch"], r.get("mode", "compute"))
 
 
 def row_name(r: dict[str, Any]) -> str:
     """A row as people read it (gate checks and regression notes name rows this way)."""
-    return f"{r['model']} {r['backend']} {r['precision']} {r['device']} b{r['batch']}"
+    mode = r.get("mode", "compute")
+    return f"{r['model']} {r['backend']} {r['precision']} {r['device']} b{r['batch']}" + \
+        ("" if mode == "compute" else f" {mode}")
 
 
 def _p50(r: dict[str, Any] | None) -> float | None:
@@ -45,7 +52,7 @@ def derive(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         teacher = index.get(("teacher", *row_key(r)[1:]))
         if r["model"] == "student" and _p50(teacher):
             r["speedup_vs_teacher"] = round(_p50(teacher) / _p50(r), 3)
-        fp32 = index.get((r["model"], r["backend"], "fp32", r["device"], r["batch"]))
+        fp32 = index.get((r["model"], r["backend"], "fp32", *row_key(r)[3:]))
         if r["precision"] != "fp32" and _p50(fp32):
             both = r.get("vs_fp32_interleaved")  # timed in turn with its fp32 row: immune to drift between rows
             r["speedup_vs_fp32"] = round(both["fp32_ms"] / both["ms"] if both else _p50(fp32) / _p50(r), 3)
@@ -106,16 +113,41 @@ def load_report(path: Path) -> dict[str, Any]:
     return dict(report, rows=rows)
 
 
+def merge_rows(path: Path, rows: list[dict[str, Any]], say: Callable[[str], None]) -> list[dict[str, Any]]:
+    """`rows` measured now, in place of the earlier report's rows with the same key; the earlier
+    report's other rows are kept, so a partial bench (fewer models, backends or batches) adds to
+    the report instead of replacing it. Each row keeps the time it was measured."""
+    if not path.is_file():
+        return rows
+    try:
+        old = load_report(path)
+    except BadInput as err:
+        say(f"{path.name}: the earlier report is unreadable ({err.message}); replaced whole")
+        return rows
+    new = {row_key(r): r for r in rows}
+    merged = [new.pop(row_key(r), None) or dict(r, measured_at=r.get("measured_at", old.get("created")))
+              for r in old["rows"]]
+    merged += list(new.values())
+    fresh = {row_key(r) for r in rows}
+    replaced = [row_name(r) for r in old["rows"] if row_key(r) in fresh]
+    kept = [row_name(r) for r in old["rows"] if row_key(r) not in fresh]
+    say(f"{path.name}: {len(rows)} rows measured now, {len(replaced)} of them replacing earlier rows; "
+        f"{len(kept)} earlier rows kept")
+    for label, names in (("replaced", replaced), ("kept", kept)):
+        if names:
+            say(f"  {label}: " + ", ".join(names))
+    return merged
+
+
 def _fmt(x: float | None, spec: str, suffix: str = "") -> str:
     return "—" if x is None else f"{x:{spec}}{suffix}"
 
 
 def report_markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
+    modes = sorted({r.get("mode", "compute") for r in report["rows"]})
     lines = [f"# Bench: {report['recipe']} ({report['run_dir']})", "",
-             f"{report['config']['mode']} mode — "
-             + ("model call with inputs already on the device" if report["config"]["mode"] == "compute"
-                else "uint8 images on the host → preprocessing, copies, model → logits on the host")
+             "; ".join(f"{m} mode — {MODE_TIMES[m]}" for m in modes)
              + f"; accuracy on {report['images']} {report['split']} images through each backend.", "",
              f"Device {report['config']['device']}: {env.get('gpu') or env.get('cpu')}, threads {env.get('threads')}, "
              f"torch {env['versions'].get('torch')}, onnxruntime {env['versions'].get('onnxruntime')}, "
@@ -128,8 +160,9 @@ def report_markdown(report: dict[str, Any]) -> str:
             continue
         lat = r["latency"]
         change = r["accuracy_change_vs_fp32"]
+        mode = "" if r.get("mode", "compute") == "compute" else f" ({r['mode']})"
         lines.append(
-            f"| {r['model']} | {r['backend']} | {r['precision']} | {r['batch']} | {lat['p50_ms']:.3f} | "
+            f"| {r['model']}{mode} | {r['backend']} | {r['precision']} | {r['batch']} | {lat['p50_ms']:.3f} | "
             f"{lat['p90_ms']:.3f} | {lat['p99_ms']:.3f} | {100 * lat['cov']:.1f} %{' ⚠' if r['unstable'] else ''} | "
             f"{r['throughput_ips']:.0f} | {100 * r['accuracy']:.2f} % | {_fmt(r['speedup_vs_teacher'], '.2f', '×')} | "
             f"{_fmt(r['speedup_vs_fp32'], '.2f', '×')} | {_fmt(None if change is None else 100 * change, '+.2f')} | "

@@ -5,8 +5,8 @@ so a user sees at once whether export or quantisation cost accuracy and whether 
 """
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,7 +21,7 @@ from ..models import read_state
 from ..preprocess import Preprocess, pad_batch
 from ..progress import default_say
 from .backends import BACKENDS, Runner
-from .report import derive, write_report
+from .report import REPORT_JSON, derive, merge_rows, write_report
 from .timing import (LatencyStats, TimingConfig, compute_samples, environment, interleaved_ms, set_cpu_threads,
                      summarize, time_cpu)
 
@@ -92,6 +92,15 @@ def deployed_accuracy(runner: Runner, pre: Preprocess, images: Images) -> float:
     return correct / len(images.u8)
 
 
+def what_is_timed(runner: Runner, mode: str) -> str:
+    """The words a row records beside its latency: every backend of a mode times the same span."""
+    if mode == "e2e":
+        return "host wall clock: uint8 images on the host -> preprocessing, copies, model -> logits on the host"
+    if runner.cuda_events:
+        return "CUDA events on the compute stream around the model call; inputs and logits stay on the device"
+    return "host wall clock of the model call on inputs already in memory"
+
+
 def _call(runner: Runner, pre: Preprocess, u8: torch.Tensor, mode: str) -> Callable[[], Any]:
     """compute: the model call with inputs already on the device; e2e: uint8 on the host -> logits on the host."""
     if mode == "compute":
@@ -155,7 +164,8 @@ def bench_run(run_dir: str | Path, cfg: BenchConfig, say: Callable[[str], None] 
         why = next((f"{r['backend']} {r['precision']}: {r['reason']}" for r in rows), "no model weights found")
         raise BadInput(f"nothing could be measured ({len(rows)} rows skipped or failed; e.g. {why})",
                        file=str(run_dir), hint="check --backends/--precisions/--device, or export first")
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    started = datetime.now().astimezone().isoformat(timespec="milliseconds")  # also marks this run's rows
+    rows = merge_rows(run_dir / REPORT_JSON, [dict(r, measured_at=started) for r in rows], say)
     report = dict(schema="lfcc-deploy/bench-report", version=1, created=started, run_dir=str(run_dir),
                   recipe=images.recipe, split=images.split, images=len(images.u8),
                   config=dict(asdict(cfg), batches=batches, threads=threads),
@@ -209,6 +219,7 @@ def _backend_rows(backend, run_dir, model, pre, params, images, batches, cfg, th
             say(f"timing {model} {backend.name} {precision} batch {b} ({cfg.mode})")
             stats = time_batch(runner, pre, images, b, cfg)
             rows.append(_row(**key, precision=precision, batch=b, latency=stats.to_dict(),
+                             timed=what_is_timed(runner, cfg.mode),
                              throughput_ips=round(stats.throughput(b), 2), unstable=stats.unstable(),
                              accuracy=acc, **info))
     if "fp32" in runners:

@@ -100,7 +100,7 @@ def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def ort_session(path: Path | bytes, *, threads: int | None = None, providers: list[str] | None = None,
+def ort_session(path: Path | bytes, *, threads: int | None = None, providers: list | None = None,
                 shared: bool = False):
     """An onnxruntime session (from a file or serialized bytes), full graph optimisation, explicit threads.
 

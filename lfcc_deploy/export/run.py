@@ -48,7 +48,9 @@ def export_run(run_dir: str | Path, *, model: str = "student", onnx: bool = True
     recipe, file = run_recipe(run_dir, overrides or [])
     if config is not None:
         recipe = recipe.model_copy(update={"export": config})
-    if trt:
+    wanted = [export_format("tensorrt", "int8" if int8 else "fp16" if fp16 else "fp32")] if trt else \
+        [export_format("onnx", p) for p, on in (("fp16", fp16), ("int8", int8)) if on]
+    if any(f.gpu for f in wanted):
         _preflight_trt()
     fp32_format = export_format("onnx", "fp32")
     fp32 = fp32_format.file(run_dir, model)
@@ -66,8 +68,6 @@ def export_run(run_dir: str | Path, *, model: str = "student", onnx: bool = True
             stale = derived(run_dir, model) if result else []
         else:
             parity["fp32"] = job.judge(run_session(ort_session(fp32), job.inputs()), "fp32")
-        wanted = [export_format("tensorrt", "int8" if int8 else "fp16" if fp16 else "fp32")] if trt else \
-            [export_format("onnx", p) for p, on in (("fp16", fp16), ("int8", int8)) if on]
         for fmt in wanted if parity["fp32"]["passed"] else []:
             result, parity[fmt.key] = export_checked(job, fmt)
             results += [result] if result else []

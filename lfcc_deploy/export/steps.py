@@ -8,6 +8,7 @@ is all that is lost.
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -50,6 +51,9 @@ def export_checked(job: Exporter, fmt: Format) -> tuple[ExportResult | None, dic
     """Build `fmt` for the job's model; the artifact is replaced only when parity passed."""
     final = job.path(fmt)
     final.parent.mkdir(parents=True, exist_ok=True)
+    for left in final.parent.glob(f".{final.name}.*"):  # a killed export's temp folder (the run lock is ours)
+        if left.is_dir():
+            shutil.rmtree(left, ignore_errors=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(dir=final.parent, prefix=f".{final.name}.") as tmp:
         staged = Path(tmp) / final.name
