@@ -24,7 +24,7 @@ from ..errors import BadInput
 from ..export.formats import PRECISIONS
 from ..recipe import Recipe, recipe_dict, recipe_to_toml, validate_recipe
 from ..rundir import RunLock, write_text
-from . import front
+from .front import choose, pareto, promising
 from .candidates import select
 from .distil import candidate_of, distil_rows
 from .measure import apply_timing, build_candidate, candidate_recipe, export_artifact, load_runner, \
@@ -133,20 +133,20 @@ def find_students(base: Recipe, cfg: StudentsConfig, *, file: str, out: str | Pa
                      cfg.budget_ms)
         del loaded
         ok = [r for r in rows if r["status"] == "ok"]
-        for r, on in zip(ok, front.pareto([(r["ms"], r["macs"]) for r in ok])):
+        for r, on in zip(ok, pareto([(r["ms"], r["macs"]) for r in ok])):
             r["on_front"] = on
         timed_s = time.perf_counter() - started
         teacher = None
         if cfg.distill:
-            picks = front.promising(rows, cfg.distill)
+            picks = promising(rows, cfg.distill)
             if not picks:
                 raise BadInput(f"no candidate fits {cfg.budget_ms} ms", key="--budget-ms",
                                hint="raise the budget; students.json lists every candidate's latency")
             teacher = distil_rows(base, file, picks, cfg, out, teacher_dir, device, data, threads, reporter, say)
             trained = [r for r in picks if r["deployed"]["status"] == "ok"]
-            for r, on in zip(trained, front.pareto([(r["deployed"]["ms"], r["val_acc"]) for r in trained])):
+            for r, on in zip(trained, pareto([(r["deployed"]["ms"], r["val_acc"]) for r in trained])):
                 r["deployed"]["on_front"] = on
-        chosen = front.choose(rows, bool(cfg.distill)) if cfg.budget_ms is not None else None
+        chosen = choose(rows, bool(cfg.distill)) if cfg.budget_ms is not None else None
         recipe_path = None
         if chosen is not None:
             text, written = chosen_recipe(base, chosen, cfg, device, file, teacher and teacher["checkpoint"])
