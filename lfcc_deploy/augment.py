@@ -28,7 +28,7 @@ from .preprocess import convert_channels
 if TYPE_CHECKING:
     from PIL.Image import Image
 
-    from .recipe import TimmAugment
+    from .data_config import TimmAugment
 
 SEED_RANGE = 2**31  # NumPy's global seed must fit 32 bits
 

@@ -22,10 +22,10 @@ import numpy as np
 import torch
 
 from . import distributed
-from .data import Source, _generator, apply_augment, augment_params
+from .sources import Source, _generator, apply_augment, augment_params
 from .errors import BadInput
 from .losses import METHODS, Method
-from .recipe import Augment
+from .data_config import Augment
 
 FORMAT = 1
 DTYPES = {"float16": torch.float16, "float32": torch.float32}

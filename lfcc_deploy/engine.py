@@ -18,14 +18,16 @@ from typing import Any, Protocol
 import torch
 
 from . import distributed
-from .data import DataBundle, Source, stratified_subset
+from .data import DataBundle
+from .data_config import Augment
 from .errors import BadInput, Diverged
 from .losses import Method, hard_labels
 from .metrics_log import TensorBoardLog, write_csv
 from .models import Net, load_weights, param_count, save_net
 from .optim import autocast, lr_lambda, make_optimizer, train_step
-from .recipe import Augment, TrainConfig
+from .recipe import TrainConfig
 from .rundir import atomic_write, write_text
+from .sources import Source, stratified_subset
 
 
 class Reporter(Protocol):

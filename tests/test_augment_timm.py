@@ -18,11 +18,13 @@ from safetensors.torch import load_file
 from test_engine import InterruptAt
 
 from lfcc_deploy import training
-from lfcc_deploy.data import _generator, augment_batch, load_data
+from lfcc_deploy.data import load_data
+from lfcc_deploy.sources import _generator, augment_batch
 from lfcc_deploy.losses import Method, MethodContext, hard_labels
 from lfcc_deploy.losses.ofa import ofa_loss
 from lfcc_deploy.preprocess import to_unit_float
-from lfcc_deploy.recipe import DataConfig, list_recipes, load_recipe
+from lfcc_deploy.data_config import DataConfig
+from lfcc_deploy.recipe import list_recipes, load_recipe
 
 CPU = torch.device("cpu")
 CLASSES = ("ant", "bee", "cow")

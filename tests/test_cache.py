@@ -10,10 +10,12 @@ from conftest import tiny_recipe_text
 
 import lfcc_deploy.cache as cache_mod
 from lfcc_deploy.cache import cache_key, prepare_cache
-from lfcc_deploy.data import load_data, stratified_subset
+from lfcc_deploy.data import load_data
+from lfcc_deploy.sources import stratified_subset
 from lfcc_deploy.errors import BadInput
 from lfcc_deploy.training import make_method, make_net
-from lfcc_deploy.recipe import Augment, load_recipe
+from lfcc_deploy.data_config import Augment
+from lfcc_deploy.recipe import load_recipe
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from lfcc_deploy.data import (DEFAULT_ROOTS, FASHION_CLASSES, TensorSource, augment_batch,
-                              check_data, convert_channels, load_data, stratified_subset)
+from lfcc_deploy.data import DEFAULT_ROOTS, FASHION_CLASSES, check_data, load_data
+from lfcc_deploy.preprocess import convert_channels
+from lfcc_deploy.sources import TensorSource, augment_batch, stratified_subset
 from lfcc_deploy.errors import BadInput
-from lfcc_deploy.recipe import Augment, DataConfig
+from lfcc_deploy.data_config import Augment, DataConfig
 
 CPU = torch.device("cpu")
 

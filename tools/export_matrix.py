@@ -19,7 +19,7 @@ from lfcc_deploy.export.onnx_fp32 import EXPORTERS, export_onnx
 from lfcc_deploy.export.parity import measure
 from lfcc_deploy.models import ModelSpec, build_net, resolve_kwargs
 from lfcc_deploy.preprocess import Preprocess
-from lfcc_deploy.recipe import DataConfig
+from lfcc_deploy.data_config import DataConfig
 
 FAMILIES = {
     "CNN (ResNet-18)": ("resnet18", {}),

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..data import DataBundle, load_data, stratified_subset
+from ..data import DataBundle, load_data
+from ..sources import stratified_subset
 from ..errors import BadInput
 from ..models import Net, load_net
 from ..preprocess import Preprocess, pad_batch
