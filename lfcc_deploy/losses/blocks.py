@@ -19,6 +19,7 @@ from ..errors import BadInput
 from ..models import Net
 
 FilterName = Literal["avgpool", "gaussian", "fft"]
+MASKED_LOGIT = -1e9  # takes a logit out of a softmax: exp() underflows to exactly 0 and, unlike -inf, no NaN appears
 
 
 def usable_stages(net: Net) -> list[int]:
@@ -178,10 +179,7 @@ class Projector(nn.Module):
 
 
 def _masked(logits: torch.Tensor, drop: torch.Tensor | None) -> torch.Tensor:
-    return logits if drop is None else logits.masked_fill(drop, _OFF)
-
-
-_OFF = -1e9  # a dropped negative: exp() underflows to exactly 0 and, unlike -inf, no NaN can appear
+    return logits if drop is None else logits.masked_fill(drop, MASKED_LOGIT)
 
 
 def info_nce(s: torch.Tensor, t: torch.Tensor, temperature: float, symmetric: bool = True, *,

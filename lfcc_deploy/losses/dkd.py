@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from .base import Method, RampConfig, hard_labels
+from .blocks import MASKED_LOGIT
 
-_OFF = -1e9  # masks a logit out of a softmax; exp() underflows to exactly 0, unlike -inf no NaN appears
 
 
 def dkd_parts(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: torch.Tensor,
@@ -30,7 +30,7 @@ def dkd_parts(student_logits: torch.Tensor, teacher_logits: torch.Tensor, y: tor
     def binary_and_rest(logits):
         z = logits.float() / temperature
         lse_all = torch.logsumexp(z, dim=1)
-        rest = z.masked_fill(gt, _OFF)
+        rest = z.masked_fill(gt, MASKED_LOGIT)
         log_target = z.gather(1, y[:, None]).squeeze(1) - lse_all
         log_other = torch.logsumexp(rest, dim=1) - lse_all
         return torch.stack([log_target, log_other], dim=1), F.log_softmax(rest, dim=1)
