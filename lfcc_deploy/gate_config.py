@@ -20,6 +20,9 @@ class LatencyGate(Strict):
     batch: int = Field(gt=0)
     max_p50_ms: float | None = Field(None, gt=0)
     max_p99_ms: float | None = Field(None, gt=0)
+    # a CPU budget holds for the thread count it was measured with (`students --threads`); a bench
+    # at another count is another deployment, so the check fails instead of comparing the two
+    threads: int | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _one_limit(self):
@@ -36,3 +39,14 @@ class GatesConfig(Strict):
     quantized_must_be_faster: bool = Field(False, description="each int8/fp16 row vs its fp32 row")
     max_model_mb: float | None = Field(None, gt=0, description="deployed student artifact size (1 MB = 1e6 bytes)")
     latency: list[LatencyGate] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_thread_count(self):
+        if len({g.threads for g in self.latency if g.device == "cpu" and g.threads}) > 1:
+            raise ValueError("[[gates.latency]] entries give different CPU `threads`; one bench runs at one count")
+        return self
+
+    @property
+    def cpu_threads(self) -> int | None:
+        """The CPU thread count the latency budgets were measured with: what `pipeline` benches at."""
+        return next((g.threads for g in self.latency if g.device == "cpu" and g.threads), None)

@@ -66,6 +66,8 @@ def run_pipeline(recipe: Recipe, *, file: str, out: str | None = None, force: bo
                                                config=cfg)
     bench = bench or BenchConfig()
     bench.device = resolve_device(device or recipe.device).type
+    if bench.threads is None and bench.device == "cpu":
+        bench.threads = recipe.gates.cpu_threads
     results["bench"] = bench_run(run_dir, bench, say=say)
     results["gate"] = run_gate(run_dir, thresholds=recipe.gates, baseline=baseline, say=say)
     return results

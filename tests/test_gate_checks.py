@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from test_export import run_dir_with
 
 from lfcc_deploy.bench.report import derive
@@ -43,3 +45,19 @@ def test_regression_against_a_run_lacking_the_artifact_is_a_fail_line(tmp_path):
     result = run_gate(run, thresholds=GatesConfig(max_regression=0.1), baseline=run, seconds=0.05)
     (fail,) = _failed(result["checks"], "max_regression")
     assert not result["passed"] and "student.onnx" in fail["note"]
+
+
+def test_a_cpu_budget_holds_only_at_the_thread_count_it_was_measured_with():
+    gate = dict(backend="onnxruntime", device="cpu", batch=1, max_p50_ms=2.0)
+    report = _report("r", [_row(p50=1.0)])  # benchmarked with 1 thread
+    assert all(c["passed"] for c in gate_checks(report, GatesConfig(latency=[dict(gate, threads=1)])))
+    assert all(c["passed"] for c in gate_checks(report, GatesConfig(latency=[gate])))  # no count given
+    (fail,) = _failed(gate_checks(report, GatesConfig(latency=[dict(gate, threads=2)])), "latency max_p50_ms")
+    assert fail["measured"] == 1.0 and "1 CPU threads, the budget is for 2" in fail["note"]
+
+
+def test_latency_gates_must_agree_on_the_cpu_thread_count():
+    gate = dict(backend="onnxruntime", device="cpu", batch=1, max_p50_ms=2.0)
+    assert GatesConfig(latency=[dict(gate, threads=4), dict(gate, batch=8, threads=4)]).cpu_threads == 4
+    with pytest.raises(ValueError, match="different CPU `threads`"):
+        GatesConfig(latency=[dict(gate, threads=1), dict(gate, batch=8, threads=2)])

@@ -101,6 +101,7 @@ def test_failed_candidates_are_rows_and_the_recipe_is_written(tmp_path, cli):
     assert written.student.model == "test_resnet" and written.device == "cpu"
     gate = written.gates.latency[0]
     assert (gate.backend, gate.precision, gate.batch, gate.max_p50_ms) == ("onnxruntime", "fp32", 1, 1000.0)
+    assert gate.threads == result["config"]["threads"] >= 1  # the budget holds at the count it was timed with
     assert (out / "candidates" / "test_resnet" / "export" / "student.onnx").is_file()
 
 

@@ -19,6 +19,9 @@ def pipeline(recipe: str = typer.Argument(..., help="Recipe path or name."),
              device: Optional[str] = DEVICE, quiet: bool = QUIET,
              duration_s: float = typer.Option(3.0, "--duration-s", min=0, help="Timed seconds per bench row."),
              baseline: Optional[str] = typer.Option(None, "--baseline", help="OLD_RUN_DIR or report for max_regression."),
+             threads: Optional[int] = typer.Option(
+                 None, "--threads", min=1,
+                 help="CPU threads for the bench (default: the latency gates' `threads`, else all)."),
              junit: Optional[str] = JUNIT) -> None:
     """Distil, export, benchmark and gate in one command, reusing what the run directory holds."""
     from ..bench.run import BenchConfig
@@ -27,7 +30,8 @@ def pipeline(recipe: str = typer.Argument(..., help="Recipe path or name."),
     rec, file = recipe_arg(recipe, set_)
     with reporting(err, quiet) as rep:
         results = run_pipeline(rec, file=file, out=out_dir, force=force, device=device, reporter=rep, say=say(quiet),
-                               bench=BenchConfig(timing=TimingConfig(duration_s=duration_s)), baseline=baseline)
+                               bench=BenchConfig(timing=TimingConfig(duration_s=duration_s), threads=threads),
+                               baseline=baseline)
     if "distill" in results:
         s = results["distill"]
         out.print(results_table(s, f"{rec.name} — {s['data']['name']} on {s['device']}"))

@@ -72,7 +72,7 @@ class StudentsConfig:
         return device
 
 
-def chosen_recipe(base: Recipe, row: dict[str, Any], cfg: StudentsConfig, device: str, file: str,
+def chosen_recipe(base: Recipe, row: dict[str, Any], cfg: StudentsConfig, device: str, threads: int, file: str,
                   teacher_ckpt: str | None) -> tuple[str, Recipe]:
     """The base recipe with the chosen student, the measured device and a latency gate for the budget;
     the teacher trained by --distill becomes its checkpoint, so `pipeline` does not train it again."""
@@ -86,7 +86,7 @@ def chosen_recipe(base: Recipe, row: dict[str, Any], cfg: StudentsConfig, device
     elif cfg.backend != "torch" and cfg.precision not in export.get("precisions", ["fp32"]):
         export["precisions"] = [*export.get("precisions", ["fp32"]), cfg.precision]
     gate = dict(backend=cfg.backend, precision=cfg.precision, model="student", device=device, batch=cfg.batch,
-                **{f"max_{cfg.percentile}_ms": cfg.budget_ms})
+                **{f"max_{cfg.percentile}_ms": cfg.budget_ms}, **({"threads": threads} if device == "cpu" else {}))
     data.setdefault("gates", {}).setdefault("latency", []).append(gate)
     recipe = validate_recipe(data, f"{file} (written for {row['label']})")
     return recipe_to_toml(recipe), recipe
@@ -149,7 +149,7 @@ def find_students(base: Recipe, cfg: StudentsConfig, *, file: str, out: str | Pa
         chosen = choose(rows, bool(cfg.distill)) if cfg.budget_ms is not None else None
         recipe_path = None
         if chosen is not None:
-            text, written = chosen_recipe(base, chosen, cfg, device, file, teacher and teacher["checkpoint"])
+            text, written = chosen_recipe(base, chosen, cfg, device, threads, file, teacher and teacher["checkpoint"])
             recipe_path = out / f"{written.name}.toml"
             write_text(recipe_path, text)
         result = dict(schema="lfcc-deploy/students", version=1, recipe=base.name, data=base.data.name,
