@@ -20,7 +20,7 @@ from ..export.config import ExportConfig, Tolerance
 from ..export.run import export_run
 from ..models import check_model_name, save_net
 from ..preprocess import Preprocess
-from ..recipe import Recipe, StudentConfig, recipe_dict, recipe_to_toml, validate_recipe
+from ..recipe import Recipe, recipe_dict, recipe_to_toml, validate_recipe
 from ..rundir import RECIPE_FILE, write_text
 from ..training import make_net
 from .candidates import Candidate
