@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from .bench.run import BenchConfig, bench_run
+from .bench.run import BenchConfig, bench_run, default_batches
 from .device import resolve_device
 from .export.formats import EXPORT_DIR, export_format
 from .export.run import PARITY_FILE, export_run
@@ -68,6 +68,9 @@ def run_pipeline(recipe: Recipe, *, file: str, out: str | None = None, force: bo
     bench.device = resolve_device(device or recipe.device).type
     if bench.threads is None and bench.device == "cpu":
         bench.threads = recipe.gates.cpu_threads
+    if bench.batches is None:  # every batch a latency budget names, so no gate fails for a missing row
+        bench.batches = sorted({*default_batches(bench.device),
+                                *(g.batch for g in recipe.gates.latency if g.device == bench.device)})
     results["bench"] = bench_run(run_dir, bench, say=say)
     results["gate"] = run_gate(run_dir, thresholds=recipe.gates, baseline=baseline, say=say)
     return results

@@ -257,7 +257,7 @@ def test_baseline_run_is_re_measured_interleaved(tmp_path, exported, cli):
 def test_pipeline_runs_every_stage_then_reuses_them(tmp_path, cli):
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(tiny_recipe_text(epochs=1) + "\n[gates]\nmin_accuracy = 0.05\nmax_model_mb = 50\n"
-                      "[[gates.latency]]\nbackend = 'onnxruntime'\ndevice = 'cpu'\nbatch = 1\nmax_p50_ms = 1000\n"
+                      "[[gates.latency]]\nbackend = 'onnxruntime'\ndevice = 'cpu'\nbatch = 3\nmax_p50_ms = 1000\n"
                       "threads = 1\n")
     args = ("pipeline", recipe, "--out", tmp_path / "run", "--duration-s", "0.05",
             "--set", "export.speed_seconds=0.1", "--set", "export.int8.max_accuracy_drop=1",
@@ -267,8 +267,9 @@ def test_pipeline_runs_every_stage_then_reuses_them(tmp_path, cli):
     assert "exporting" not in first.err and "epoch" not in first.err  # -q: no progress, results only
     run = tmp_path / "run"
     assert json.loads((run / "gate.json").read_text())["passed"]
-    # the bench ran at the thread count the latency budget names, not at all cores
-    assert json.loads((run / "report.json").read_text())["config"]["threads"] == 1
+    # the bench ran at the thread count and the batch the latency budget names, beside the defaults
+    report = json.loads((run / "report.json").read_text())
+    assert report["config"]["threads"] == 1 and report["config"]["batches"] == [1, 3, 32]
     assert (run / "export" / "student.int8.onnx").is_file() and (run / "report.json").is_file()
     stamp = (run / "student.safetensors").stat().st_mtime_ns
     again = cli(*args, "--set", "gates.min_accuracy=0.999")

@@ -29,6 +29,11 @@ MODELS = ("student", "teacher")
 MODES = ("compute", "e2e")
 
 
+def default_batches(device: str) -> list[int]:
+    """Latency (1), a serving batch (32) and, on a GPU, throughput (256)."""
+    return [1, 32] if device == "cpu" else [1, 32, 256]
+
+
 @dataclass
 class BenchConfig:
     backends: list[str] | None = None       # None: every registered backend
@@ -148,7 +153,7 @@ def bench_run(run_dir: str | Path, cfg: BenchConfig, say: Callable[[str], None] 
     cfg.check()
     images = Images(run_dir, cfg.accuracy_images)
     threads = set_cpu_threads(cfg.threads) if cfg.device == "cpu" else (cfg.threads or torch.get_num_threads())
-    batches = cfg.batches or ([1, 32] if cfg.device == "cpu" else [1, 32, 256])
+    batches = cfg.batches or default_batches(cfg.device)
     rows: list[dict[str, Any]] = []
     for model in cfg.models:
         weights = run_dir / f"{model}.safetensors"
