@@ -18,7 +18,7 @@ from PIL import Image
 from lfcc_deploy.data import load_data
 from lfcc_deploy.export.common import read_metadata
 from lfcc_deploy.export.onnx_int8 import CalibrationReader
-from lfcc_deploy.models import save_net
+from lfcc_deploy.models import load_net, save_net
 from lfcc_deploy.training import distill, make_net
 from lfcc_deploy.preprocess import Preprocess, read_images
 from lfcc_deploy.recipe import load_recipe
@@ -265,3 +265,18 @@ def test_int8_of_a_transformer_leaves_the_working_directory_clean(tmp_path, cli,
               "--set", "export.int8.max_accuracy_drop=1", "--set", "export.int8.min_agreement=0")
     assert res.code == 0, res.err
     assert list(work.iterdir()) == []
+
+
+def test_rep_students_export_in_their_fused_inference_form(tmp_path, cli):
+    """RepGhost trains with parallel branches; the deployed graph is timm's re-parameterised form
+    (fewer convolutions), and parity against the unfused trained model still passes."""
+    run = run_dir_with(tmp_path, "repghostnet_050", {}, 32)
+    res = cli("export", run, "--set", "export.parity_images=64", "--set", "export.precisions=['fp32']")
+    assert res.code == 0, res.err
+    assert "re-parameterised 32 multi-branch blocks" in res.out
+    entry = json.loads((run / "export" / "parity.json").read_text())["student"]["precisions"]["fp32"]
+    assert entry["passed"] and entry["max_abs_logit"] <= 1e-4
+    ops = [node.op_type for node in onnx.load(str(run / "export" / "student.onnx")).graph.node]
+    # unfused, each of the 32 blocks exports an identity branch as BatchNormalization + Add
+    assert "BatchNormalization" not in ops and ops.count("Add") == 16
+    assert len(list(load_net(run / "student.safetensors").model.modules())) == 540  # the weights stay unfused

@@ -51,6 +51,20 @@ def simplify(model):
     return simplified, "onnxsim"
 
 
+def deployment_form(model: torch.nn.Module) -> tuple[torch.nn.Module, int]:
+    """The inference form of a trained model and how many blocks were fused into it.
+
+    RepVGG, RepGhost, RepViT, MobileOne and FastViT train with parallel branches (3×3, 1×1, identity)
+    that timm's re-parameterisation folds into one convolution each: the same function with fewer,
+    larger ops, which is what a deployment runs and what the latency of such a student means. Other
+    models come back as they are. The trained model is left untouched (timm works on a copy), and the
+    parity check still compares the export with the unfused model, so a wrong fusion cannot pass.
+    """
+    from timm.utils.model import reparameterize_model
+    fusable = sum(1 for m in model.modules() if hasattr(m, "reparameterize") or hasattr(m, "fuse"))
+    return (reparameterize_model(model.eval()), fusable) if fusable else (model, 0)
+
+
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, cfg: ExportConfig, exporter: str,
                 meta: dict[str, Any]) -> tuple[Any, list[str]]:
     """Trace, attach metadata, optionally simplify and run the full ONNX checker.
@@ -59,13 +73,13 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, cfg: ExportConfig
     after parity passed, so a failed attempt never replaces a good file.
     """
     onnx = require("onnx")
-    model = model.eval()
+    model, fused = deployment_form(model.eval())
     with tempfile.TemporaryDirectory() as tmp, quiet("torch.onnx", "onnxscript", "onnx_ir"):
         raw = Path(tmp) / "model.onnx"
         with torch.no_grad():
             _trace(model, example, raw, exporter, cfg)
         proto = onnx.load(str(raw))  # pulls in any external weights: the artifact is one file
-    notes = []
+    notes = [f"re-parameterised {fused} multi-branch blocks for inference"] if fused else []
     if cfg.simplify:
         proto, tool = simplify(proto)
         notes.append(f"simplified with {tool}")
