@@ -64,6 +64,7 @@ class DataBundle:
     mean: tuple[float, ...]  # train-split statistics: default normalisation when from scratch
     std: tuple[float, ...]
     identity: str  # changes whenever the data or the split would
+    crop_pct: float = 1.0  # the centre share of a larger image that evaluation keeps (timm's crop_pct)
 
 
 # a loader's result: (train, test or None, class names, resolved root or None)
@@ -224,7 +225,7 @@ def _image_folders(cfg: DataConfig, file: str | None):
     """(root, train, val or None) ImageFolders; val/ must hold exactly train/'s classes."""
     from torchvision.datasets import ImageFolder
     root = _root(cfg, file)
-    crop_pct = cfg.augment.timm.crop_pct if cfg.augment_style() == "timm" else 1.0
+    crop_pct = cfg.eval_crop_pct()
 
     def folder(split: str):
         try:
@@ -300,7 +301,7 @@ def load_data(cfg: DataConfig, *, file: str | None = None) -> DataBundle:
     mean, std = train.pixel_stats()
     return DataBundle(name=cfg.name, class_names=class_names, channels=cfg.channels,
                       img_size=cfg.img_size, resize=cfg.resize, train=train, val=val, test=test, mean=mean, std=std,
-                      identity=_identity(cfg, root, train, val, test))
+                      identity=_identity(cfg, root, train, val, test), crop_pct=cfg.eval_crop_pct())
 
 
 def check_data(cfg: DataConfig, *, file: str | None = None) -> None:

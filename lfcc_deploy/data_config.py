@@ -83,6 +83,10 @@ class DataConfig(Strict):
             return style
         return "timm" if self.name == "imagefolder" and self.img_size >= TIMM_STYLE_MIN_SIZE else "pad_crop"
 
+    def eval_crop_pct(self) -> float:
+        """The centre share of an image that evaluation keeps: timm's crop_pct, or all of it."""
+        return self.augment.timm.crop_pct if self.augment_style() == "timm" else 1.0
+
     @model_validator(mode="after")
     def _augment_keys_fit_style(self):
         """Keys of the other style would be ignored silently; say so instead (defaults are fine, so a

@@ -52,6 +52,7 @@ class ModelSpec:
     kwargs: dict[str, Any] = field(default_factory=dict)
     class_names: list[str] = field(default_factory=list)
     resize: str = "interpolate"  # how smaller images reach img_size (preprocess.RESIZE_MODES)
+    crop_pct: float = 1.0  # centre share of an image file it was evaluated on (timm's eval crop)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)

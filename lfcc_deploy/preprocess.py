@@ -65,6 +65,9 @@ class Preprocess:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     resize: ResizeMode = "interpolate"
+    # image files only (read_image): the centre square's share kept before resizing, so `predict` on a
+    # photo sees the crop that evaluation did (timm: short side to img_size / crop_pct, centre crop)
+    crop_pct: float = 1.0
 
     def __call__(self, x: Tensor) -> Tensor:
         """uint8 images (any size, 1 or 3 channels) -> normalised float32 model input."""
@@ -84,7 +87,10 @@ class Preprocess:
         try:
             d = json.loads(text)
             pre = cls(int(d["img_size"]), int(d["channels"]), tuple(map(float, d["mean"])),
-                      tuple(map(float, d["std"])), d.get("resize", "interpolate"))  # older files: no key
+                      tuple(map(float, d["std"])), d.get("resize", "interpolate"),  # older files: no key
+                      float(d.get("crop_pct", 1.0)))
+            if not 0 < pre.crop_pct <= 1:
+                raise ValueError(f"crop_pct {pre.crop_pct} outside (0, 1]")
             if pre.resize not in RESIZE_MODES or pre.channels not in (1, 3) or pre.img_size < 1 or not len(pre.mean) == len(pre.std) == pre.channels \
                     or min(pre.std) <= 0:
                 raise ValueError(f"inconsistent values {d}")
@@ -96,7 +102,7 @@ class Preprocess:
     @classmethod
     def of(cls, spec: Any) -> "Preprocess":
         """From a models.ModelSpec."""
-        return cls(spec.img_size, spec.in_chans, tuple(spec.mean), tuple(spec.std), spec.resize)
+        return cls(spec.img_size, spec.in_chans, tuple(spec.mean), tuple(spec.std), spec.resize, spec.crop_pct)
 
 
 def pad_batch(x: Tensor, rows: int) -> Tensor:
@@ -104,8 +110,9 @@ def pad_batch(x: Tensor, rows: int) -> Tensor:
     return torch.cat([x, x[:1].expand(rows - len(x), *x.shape[1:])]) if len(x) < rows else x
 
 
-def read_image(path: Path, channels: int) -> Tensor:
-    """An image file as uint8 1×C×S×S: decoded to gray or RGB, centre-cropped to a square."""
+def read_image(path: Path, channels: int, crop_pct: float = 1.0) -> Tensor:
+    """An image file as uint8 1×C×S×S: decoded to gray or RGB, centre-cropped to a square of
+    crop_pct of its short side."""
     from PIL import Image, UnidentifiedImageError
     if path.is_dir():
         raise BadInput("is a directory, not an image file", file=str(path), hint=f"pass the files, e.g. {path}/*.png")
@@ -113,7 +120,7 @@ def read_image(path: Path, channels: int) -> Tensor:
         with Image.open(path) as img:
             img = img.convert("L" if channels == 1 else "RGB")
             w, h = img.size
-            s = min(w, h)
+            s = max(1, round(min(w, h) * crop_pct))
             img = img.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
             x = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8).view(s, s, -1)
     except FileNotFoundError:
@@ -126,4 +133,4 @@ def read_image(path: Path, channels: int) -> Tensor:
 
 def read_images(paths: Sequence[Path], pre: Preprocess) -> Tensor:
     """Files -> one normalised batch; each file is resized on its own (sizes may differ)."""
-    return torch.cat([pre(read_image(Path(p), pre.channels)) for p in paths])
+    return torch.cat([pre(read_image(Path(p), pre.channels, pre.crop_pct)) for p in paths])

@@ -66,7 +66,8 @@ def make_net(cfg: ModelConfig, data: DataBundle, seed: int, role: str,
     spec = ModelSpec(name=cfg.model, num_classes=len(data.class_names), in_chans=data.channels,
                      img_size=data.img_size, mean=cfg.mean or mean, std=cfg.std or std,
                      kwargs=resolve_kwargs(cfg.model, data.img_size, cfg.model_kwargs, cfg.pretrained),
-                     class_names=data.class_names, resize=data.resize)
+                     class_names=data.class_names, resize=data.resize,
+                     crop_pct=data.crop_pct)
     if len(spec.mean) != spec.in_chans or len(spec.std) != spec.in_chans:
         raise BadInput(f"mean/std need {spec.in_chans} values (data.channels)", key=f"{role}.mean")
     torch.manual_seed(seed)

@@ -19,10 +19,10 @@ from test_engine import InterruptAt
 
 from lfcc_deploy import training
 from lfcc_deploy.data import load_data
-from lfcc_deploy.sources import _generator, augment_batch
+from lfcc_deploy.sources import _Decode, _generator, augment_batch
 from lfcc_deploy.losses import Method, MethodContext, hard_labels
 from lfcc_deploy.losses.ofa import ofa_loss
-from lfcc_deploy.preprocess import to_unit_float
+from lfcc_deploy.preprocess import Preprocess, read_images, to_unit_float
 from lfcc_deploy.data_config import DataConfig
 from lfcc_deploy.recipe import list_recipes, load_recipe
 
@@ -223,3 +223,21 @@ def test_profile_leaves_out_the_cached_row_for_timm_views(folder64, tmp_path, cl
     assert res.code == 0, res.err
     assert set(json.loads(res.out)["methods"]) == {"ce", "kd", "lfcc"}
     assert "cannot replay" in res.err
+
+
+def test_an_image_file_reaches_the_model_with_the_crop_evaluation_used(folder64, tmp_path):
+    """`predict` (read_images) crops an image file as timm's evaluation does, from the spec's crop_pct;
+    without it a 120×96 photo would be squeezed whole, a fifth more field of view than trained on."""
+    data = load_data(folder_cfg(folder64, crop_pct=0.8))
+    net = training.make_net(load_recipe(folder_recipe(tmp_path, folder64)).student, data, 0, "student")
+    assert data.crop_pct == net.spec.crop_pct == Preprocess.of(net.spec).crop_pct == 0.8
+    yy, xx = np.mgrid[0:SIZE[1], 0:SIZE[0]]  # smooth, off-centre content: a misplaced crop shows
+    blob = 255 * np.exp(-((xx - 80) ** 2 + (yy - 40) ** 2) / 300.0)
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.stack([blob, xx * 2.0, yy * 2.5], -1).astype(np.uint8)).save(path)
+    evaluated = _Decode(3, 64, 0.8)(Image.open(path)).float() / 255  # what evaluation fed the model
+    unit = Preprocess(64, 3, (0.0,) * 3, (1.0,) * 3, crop_pct=0.8)  # identity normalisation: pixels
+    assert Preprocess.from_json(unit.to_json()) == unit  # travels in the ONNX metadata
+    cropped = (read_images([path], unit)[0] - evaluated).abs().mean()
+    whole = (read_images([path], replace(unit, crop_pct=1.0))[0] - evaluated).abs().mean()
+    assert cropped < 0.01 and whole > 4 * cropped
