@@ -101,7 +101,7 @@ def _latency(ok: list[dict], g: LatencyGate, bench_threads: int | None) -> list[
             out.append(_missing(f"latency max_{key}", label, limit))
         elif other_threads:
             out.append(_check(f"latency max_{key}", label, row["latency"][key], limit, False,
-                              f"benchmarked with {bench_threads} CPU threads, the budget is for {g.threads} "
+                              f"benchmarked at threads {bench_threads}, the budget is for threads {g.threads} "
                               f"(bench --threads {g.threads})"))
         else:
             out.append(_check(f"latency max_{key}", label, row["latency"][key], limit, row["latency"][key] <= limit))

@@ -53,7 +53,7 @@ def test_a_cpu_budget_holds_only_at_the_thread_count_it_was_measured_with():
     assert all(c["passed"] for c in gate_checks(report, GatesConfig(latency=[dict(gate, threads=1)])))
     assert all(c["passed"] for c in gate_checks(report, GatesConfig(latency=[gate])))  # no count given
     (fail,) = _failed(gate_checks(report, GatesConfig(latency=[dict(gate, threads=2)])), "latency max_p50_ms")
-    assert fail["measured"] == 1.0 and "1 CPU threads, the budget is for 2" in fail["note"]
+    assert fail["measured"] == 1.0 and "at threads 1, the budget is for threads 2" in fail["note"]
 
 
 def test_latency_gates_must_agree_on_the_cpu_thread_count():

@@ -64,7 +64,7 @@ def markdown(result: dict[str, Any]) -> str:
     budget = f"{cfg['budget_ms']} ms at {cfg['percentile']}" if cfg["budget_ms"] else "none given"
     where = env.get("gpu") or env.get("cpu") or cfg["device"]
     lines = [f"# {result['recipe']}: students for a latency budget", "",
-             f"{cfg['backend']} {cfg['precision']} on {cfg['device']} ({where}, {cfg['threads']} threads), batch "
+             f"{cfg['backend']} {cfg['precision']} on {cfg['device']} ({where}, threads {cfg['threads']}), batch "
              f"{cfg['batch']}, {result['channels']}×{result['img_size']}×{result['img_size']} input; budget "
              f"{budget}. Each candidate timed for {cfg['timing']['duration_s']} s in {cfg['rounds']} interleaved "
              f"rounds; the band is the spread of its per-round {cfg['percentile']}, at least ±5 %.", "",
