@@ -92,7 +92,7 @@ def _latency(ok: list[dict], g: LatencyGate, bench_threads: int | None) -> list[
     want = (g.model, g.backend, g.precision, g.device, g.batch)
     row = next((r for r in ok if (r["model"], r["backend"], r["precision"], r["device"], r["batch"]) == want), None)
     label = f"{g.model} {g.backend} {g.precision} {g.device} b{g.batch}"
-    other_threads = g.threads is not None and g.device == "cpu" and bench_threads != g.threads
+    other_threads = g.cpu_threads is not None and bench_threads != g.cpu_threads
     out = []
     for key, limit in (("p50_ms", g.max_p50_ms), ("p99_ms", g.max_p99_ms)):
         if limit is None:

@@ -24,6 +24,11 @@ class LatencyGate(Strict):
     # at another count is another deployment, so the check fails instead of comparing the two
     threads: int | None = Field(None, gt=0)
 
+    @property
+    def cpu_threads(self) -> int | None:
+        """The thread count this budget binds a bench to: only CPU budgets have one."""
+        return self.threads if self.device == "cpu" else None
+
     @model_validator(mode="after")
     def _one_limit(self):
         if self.max_p50_ms is None and self.max_p99_ms is None:
@@ -42,11 +47,11 @@ class GatesConfig(Strict):
 
     @model_validator(mode="after")
     def _one_thread_count(self):
-        if len({g.threads for g in self.latency if g.device == "cpu" and g.threads}) > 1:
+        if len({g.cpu_threads for g in self.latency} - {None}) > 1:
             raise ValueError("[[gates.latency]] entries give different CPU `threads`; one bench runs at one count")
         return self
 
     @property
     def cpu_threads(self) -> int | None:
         """The CPU thread count the latency budgets were measured with: what `pipeline` benches at."""
-        return next((g.threads for g in self.latency if g.device == "cpu" and g.threads), None)
+        return next((g.cpu_threads for g in self.latency if g.cpu_threads), None)

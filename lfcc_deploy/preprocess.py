@@ -89,10 +89,9 @@ class Preprocess:
             pre = cls(int(d["img_size"]), int(d["channels"]), tuple(map(float, d["mean"])),
                       tuple(map(float, d["std"])), d.get("resize", "interpolate"),  # older files: no key
                       float(d.get("crop_pct", 1.0)))
-            if not 0 < pre.crop_pct <= 1:
-                raise ValueError(f"crop_pct {pre.crop_pct} outside (0, 1]")
-            if pre.resize not in RESIZE_MODES or pre.channels not in (1, 3) or pre.img_size < 1 or not len(pre.mean) == len(pre.std) == pre.channels \
-                    or min(pre.std) <= 0:
+            if pre.resize not in RESIZE_MODES or pre.channels not in (1, 3) or pre.img_size < 1 \
+                    or not len(pre.mean) == len(pre.std) == pre.channels or min(pre.std) <= 0 \
+                    or not 0 < pre.crop_pct <= 1:
                 raise ValueError(f"inconsistent values {d}")
             return pre
         except (ValueError, KeyError, TypeError) as err:

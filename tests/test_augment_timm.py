@@ -227,7 +227,8 @@ def test_profile_leaves_out_the_cached_row_for_timm_views(folder64, tmp_path, cl
 
 def test_an_image_file_reaches_the_model_with_the_crop_evaluation_used(folder64, tmp_path):
     """`predict` (read_images) crops an image file as timm's evaluation does, from the spec's crop_pct;
-    without it a 120×96 photo would be squeezed whole, a fifth more field of view than trained on."""
+    without it a 120×96 photo would be cut to its whole 96×96 centre square, a quarter more field of view
+    than evaluation showed the model."""
     data = load_data(folder_cfg(folder64, crop_pct=0.8))
     net = training.make_net(load_recipe(folder_recipe(tmp_path, folder64)).student, data, 0, "student")
     assert data.crop_pct == net.spec.crop_pct == Preprocess.of(net.spec).crop_pct == 0.8

@@ -51,6 +51,9 @@ def simplify(model):
     return simplified, "onnxsim"
 
 
+TIMM_FUSE_HOOKS = ("fuse", "reparameterize", "switch_to_deploy")  # what timm's reparameterize_model calls
+
+
 def deployment_form(model: torch.nn.Module) -> tuple[torch.nn.Module, int]:
     """The inference form of a trained model and how many blocks were fused into it.
 
@@ -61,8 +64,9 @@ def deployment_form(model: torch.nn.Module) -> tuple[torch.nn.Module, int]:
     parity check still compares the export with the unfused model, so a wrong fusion cannot pass.
     """
     from timm.utils.model import reparameterize_model
-    fusable = sum(1 for m in model.modules() if hasattr(m, "reparameterize") or hasattr(m, "fuse"))
-    return (reparameterize_model(model.eval()), fusable) if fusable else (model, 0)
+    model = model.eval()
+    fusable = sum(1 for m in model.modules() if any(hasattr(m, hook) for hook in TIMM_FUSE_HOOKS))
+    return (reparameterize_model(model), fusable) if fusable else (model, 0)
 
 
 def export_onnx(model: torch.nn.Module, example: torch.Tensor, cfg: ExportConfig, exporter: str,
@@ -73,7 +77,7 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, cfg: ExportConfig
     after parity passed, so a failed attempt never replaces a good file.
     """
     onnx = require("onnx")
-    model, fused = deployment_form(model.eval())
+    model, fused = deployment_form(model)
     with tempfile.TemporaryDirectory() as tmp, quiet("torch.onnx", "onnxscript", "onnx_ir"):
         raw = Path(tmp) / "model.onnx"
         with torch.no_grad():

@@ -18,7 +18,7 @@ from ..bench.backends import BACKENDS  # importing the package registers every b
 from ..bench.timing import TimingConfig, compute_samples, summarize
 from ..export.config import ExportConfig, Tolerance
 from ..export.run import export_run
-from ..models import check_model_name, save_net
+from ..models import check_model_name, read_state, save_net
 from ..preprocess import Preprocess
 from ..recipe import Recipe, recipe_dict, recipe_to_toml, validate_recipe
 from ..rundir import RECIPE_FILE, write_text
@@ -113,7 +113,6 @@ def _input(data, spec, batch: int, device: torch.device) -> torch.Tensor:
 def load_runner(row: dict[str, Any], path: Path, backend: str, precision: str, device: str, batch: int,
                 threads: int, data):
     """(runner, input) for the row, or None with the row marked failed."""
-    from ..models import read_state
     try:
         runner = BACKENDS.get(backend).load(path, precision, device, threads, shared=True)
         if runner.static_batch and runner.static_batch != batch:
