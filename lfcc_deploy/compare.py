@@ -14,7 +14,7 @@ from .errors import BadInput
 from .losses import METHODS
 from .plots import plot_compare
 from .recipe import Recipe, apply_overrides, recipe_dict, validate_recipe
-from .rundir import RECIPE_FILE, SUMMARY_FILE, read_json, write_json, write_text
+from .rundir import RECIPE_FILE, SUMMARY_FILE, file_sha256, read_json, write_json, write_text
 from .steptime import method_steps
 from .training import distill, teacher_of_run, train_teacher
 
@@ -67,11 +67,26 @@ def shared_teacher(base: Recipe, file: str, out: Path, teacher_dir: str | None, 
     return ckpt, known  # without a summary each row measures the teacher itself
 
 
+def check_same_teacher(summary: dict[str, Any], path: Path, teacher_sha256: str) -> None:
+    """A finished row distilled from other weights than today's teacher must not join its table.
+
+    Rows of methods that never read the teacher (CE) are valid under any teacher; rows written
+    before digests were recorded cannot be checked and are taken as they are.
+    """
+    recorded = (summary.get("teacher") or {}).get("sha256")
+    if METHODS.get(summary.get("method", "ce")).uses_teacher and recorded and recorded != teacher_sha256:
+        raise BadInput(f"this row was distilled from another teacher (sha256 {recorded[:12]}…, "
+                       f"the teacher now is {teacher_sha256[:12]}…)", file=str(path), key="--teacher",
+                       hint="pass the teacher it was compared against, or another --out to start over")
+
+
 def distil_row(recipe: Recipe, run_dir: Path, *, file: str, device, reporter, teacher: dict[str, Any] | None,
-               note: str) -> dict[str, Any]:
+               teacher_sha256: str, note: str) -> dict[str, Any]:
     """One row's run directory: its summary when finished, else distilled now (resumed when started)."""
     if (run_dir / SUMMARY_FILE).is_file():
-        return read_json(run_dir / SUMMARY_FILE)
+        summary = read_json(run_dir / SUMMARY_FILE)
+        check_same_teacher(summary, run_dir / SUMMARY_FILE, teacher_sha256)
+        return summary
     if reporter:
         reporter.note(f"{note} -> {run_dir}")
     return distill(recipe, file=file, out=run_dir, resume=(run_dir / RECIPE_FILE).exists(), device=device,
@@ -94,15 +109,18 @@ def compare(base: Recipe, *, file: str, methods: list[str], seeds: int, variants
     for row in rows:  # validate every row's recipe before training anything
         row_recipe(base, row, 0, out / "teacher.safetensors", file)
     ckpt, teacher = shared_teacher(base, file, out, teacher_dir, device, reporter)
+    teacher_sha256 = file_sha256(ckpt)
     results = []
     for row in rows:
         runs = []
         for seed in range(seeds):
             run_dir = out / row.label / f"seed{seed}"
             summary = distil_row(row_recipe(base, row, seed, ckpt, file), run_dir, file=file, device=device,
-                                 reporter=reporter, teacher=teacher, note=f"compare: {row.label} seed {seed}")
+                                 reporter=reporter, teacher=teacher, teacher_sha256=teacher_sha256,
+                                 note=f"compare: {row.label} seed {seed}")
             runs.append(summary["student"])
-            teacher = teacher or summary["teacher"]
+            if teacher is None and summary["teacher"].get("sha256") in (None, teacher_sha256):
+                teacher = summary["teacher"]
         results.append(_row_result(row, runs))
     if reporter:
         reporter.note("compare: timing one training step of every row, interleaved on one batch")
@@ -110,7 +128,7 @@ def compare(base: Recipe, *, file: str, methods: list[str], seeds: int, variants
                          device=device, rounds=step_rounds)
     for r in results:
         r["step_ms_bench"] = bench[r["label"]]
-    table = _finish_table(base, teacher, results)
+    table = _finish_table(base, dict(teacher or {}, sha256=teacher_sha256), results)
     write_outputs(out, table)
     return table
 
@@ -140,9 +158,11 @@ def _finish_table(base: Recipe, teacher: dict[str, Any], rows: list[dict[str, An
 def compare_markdown(table: dict[str, Any]) -> str:
     t, key = table["teacher"], table["metric"]
     split = "test" if key == "test_acc" else "validation"
+    measured = (f"{split} accuracy {100 * t[key]:.2f} %, trained in {t.get('wall_s', 0):.0f} s (not included below)"
+                if t.get(key) is not None else "not measured (its run directory holds no summary)")
     lines = [f"# {table['recipe']}: methods compared on {table['data']}", "",
-             f"Teacher {t['model']}: {split} accuracy {100 * t[key]:.2f} %, trained in {t.get('wall_s', 0):.0f} s "
-             f"(not included below). Student {table['student']}.", ""]
+             f"Teacher {t.get('model', '')} (sha256 {t['sha256'][:12]}): {measured}. Student {table['student']}.",
+             ""]
     if table["weak_teacher"]:
         lines += [f"> **Warning:** the teacher is less than {100 * WEAK_TEACHER_MARGIN:.0f} points above the CE "
                   "student: distillation has little to transfer. Train the teacher longer or pick a stronger one.",

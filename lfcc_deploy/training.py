@@ -27,8 +27,8 @@ from .plots import plot_curves
 from .progress import default_reporter
 from .recipe import (ModelConfig, Recipe, TrainConfig, changed_keys, read_toml, recipe_dict, recipe_hash,
                      recipe_to_toml, validate_recipe)
-from .rundir import (RECIPE_FILE, RUNS_DIR, SUMMARY_FILE, RunLock, check_run_dir, clear_run_dir, read_json, write_json,
-                     write_text)
+from .rundir import (RECIPE_FILE, RUNS_DIR, SUMMARY_FILE, RunLock, check_run_dir, clear_run_dir, file_sha256,
+                     read_json, write_json, write_text)
 IGNORED_ON_RESUME = {"device", "description", "export", "gates", "logging"}  # not training keys
 
 
@@ -205,16 +205,24 @@ class Run:
         t, net, ckpt = self.recipe.teacher, self.teacher_net, self.teacher_ckpt
         if ckpt is None and t.finetune:
             self.train("teacher", "ce", net, None, t.train)
+            self._record_teacher_digest(self.run_dir / "teacher.safetensors")
             return net
         if ckpt is not None:
             load_weights(net, ckpt, key="teacher.checkpoint", state=self.teacher_state)
         net.place(self.device)
-        self.results["teacher"] = self.known_teacher or dict(
+        self.results["teacher"] = dict(self.known_teacher or dict(
             phase="teacher", model=net.spec.name, params=param_count(net),
             val_acc=net_accuracy(net, self.data.val, self.device),
             test_acc=net_accuracy(net, self.data.test, self.device) if self.data.test is not None else None,
-            wall_s=0.0, artifact=str(ckpt or "pretrained"))
+            wall_s=0.0, artifact=str(ckpt or "pretrained")))
+        if ckpt is not None:
+            self._record_teacher_digest(ckpt)
         return net
+
+    def _record_teacher_digest(self, weights: Path) -> None:
+        """The teacher's weights digest in the summary: `compare` refuses to mix students of two teachers."""
+        if self.dist.is_main() and weights.is_file():
+            self.results["teacher"]["sha256"] = file_sha256(weights)
 
     def student(self) -> Net:
         """A fresh copy of the seeded initial student, so every student phase starts from the same weights."""

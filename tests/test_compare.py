@@ -7,6 +7,7 @@ from pathlib import Path
 
 from conftest import tiny_recipe_text
 from lfcc_deploy.losses import METHODS
+from lfcc_deploy.rundir import file_sha256
 
 LOSSES = Path(__file__).resolve().parent.parent / "lfcc_deploy" / "losses"
 
@@ -67,3 +68,28 @@ def test_compare_bad_arguments(tmp_path, cli):
         assert res.code == 2 and needle in res.err, (args, res.err)
         assert len(res.err.strip().splitlines()) <= 2
     assert not (tmp_path / "o").exists()
+
+
+def test_compare_refuses_rows_of_another_teacher(tmp_path, cli):
+    """Resuming a table with other teacher weights must not mix two teachers' students in one row."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(tiny_recipe_text(epochs=1))
+    out = tmp_path / "cmp"
+    assert cli("compare", recipe, "--methods", "ce,kd", "--seeds", "1", "--out", out, "--quiet").code == 0
+    kd_summary = json.loads((out / "kd" / "seed0" / "summary.json").read_text())
+    assert kd_summary["teacher"]["sha256"] == file_sha256(out / "teacher" / "teacher.safetensors")
+    other = tmp_path / "other"
+    assert cli("train-teacher", recipe, "--out", other, "--set", "teacher.train.seed=7", "--quiet").code == 0
+    assert file_sha256(other / "teacher.safetensors") != kd_summary["teacher"]["sha256"]
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/student.safetensors")}
+
+    mixed = cli("compare", recipe, "--methods", "ce,kd", "--seeds", "1", "--out", out, "--teacher", other, "--quiet")
+    assert mixed.code == 2 and "another teacher" in mixed.err and str(out / "kd" / "seed0") in mixed.err, mixed.err
+    # a CE row never read the teacher, so it belongs to a table of any teacher
+    ce_only = cli("compare", recipe, "--methods", "ce", "--seeds", "1", "--out", out, "--teacher", other, "--json")
+    assert ce_only.code == 0, ce_only.err
+    assert json.loads(ce_only.out)["teacher"]["sha256"] == file_sha256(other / "teacher.safetensors")
+    same = cli("compare", recipe, "--methods", "ce,kd", "--seeds", "1", "--out", out, "--teacher", out / "teacher",
+               "--quiet")
+    assert same.code == 0, same.err
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/student.safetensors")} == stamps  # nothing retrained

@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-from lfcc_deploy.errors import BadInput
 from lfcc_deploy.losses import METHODS, MethodContext
 from lfcc_deploy.losses.blocks import LowPassBank, info_nce
 from lfcc_deploy.losses.lfcc import LFCC, LFCCConfig

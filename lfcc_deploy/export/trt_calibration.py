@@ -12,15 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import BadInput
-from ..rundir import atomic_write
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+from ..rundir import atomic_write, file_sha256
 
 
 def calibration_cache_path(engine_path: Path, onnx_path: Path, batches: list[np.ndarray]) -> Path:

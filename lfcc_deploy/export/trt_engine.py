@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from ..errors import BadInput, CheckFailed, MissingDependency
-from ..rundir import atomic_write, read_json, write_json, write_text
+from ..rundir import atomic_write, file_sha256, read_json, write_json, write_text
 from .config import ExportConfig
-from .trt_calibration import calibration_cache_path, file_sha256, make_calibrator
+from .trt_calibration import calibration_cache_path, make_calibrator
 
 TRT_INSTALL_HINT = ('pip install "lfcc-deploy[trt]" (NVIDIA\'s index: pip install "tensorrt>=10,<11" '
                     '--extra-index-url https://pypi.nvidia.com); needs an NVIDIA GPU with CUDA')
