@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..compare import Row, distil_row, row_recipe, shared_teacher
+from ..rundir import file_sha256
 from ..recipe import Recipe
 from .candidates import Candidate
 from .measure import apply_timing, candidate_recipe, export_artifact, load_runner, time_interleaved
@@ -24,12 +25,13 @@ def distil_rows(base: Recipe, file: str, picks: list[dict[str, Any]], cfg, out: 
                 device: str, data, threads: int, reporter, say: Callable[[str], None]) -> dict[str, Any]:
     """Train, export and time `picks` (rows gain val_acc, test_acc, deployed); returns the teacher record."""
     ckpt, teacher = shared_teacher(base, file, out, teacher_dir, device, reporter)
+    teacher_sha256 = file_sha256(ckpt)
     for row in picks:
         recipe = row_recipe(candidate_recipe(base, candidate_of(row), file), Row(row["label"], base.distill.method),
                             base.distill.seed, ckpt, file)
         run_dir = out / "distill" / row["label"]
         summary = distil_row(recipe, run_dir, file=file, device=device, reporter=reporter, teacher=teacher,
-                             note=f"students: distilling {row['label']}")
+                             teacher_sha256=teacher_sha256, note=f"students: distilling {row['label']}")
         teacher = teacher or summary["teacher"]
         s = summary["student"]
         row.update(val_acc=s["val_acc"], test_acc=s.get("test_acc"), train_s=round(s["wall_s"], 1),
