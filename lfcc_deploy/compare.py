@@ -53,18 +53,31 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 
 def shared_teacher(base: Recipe, file: str, out: Path, teacher_dir: str | None, device,
-                   reporter) -> tuple[Path, dict[str, Any] | None]:
-    """Train the teacher once into OUT/teacher, or take --teacher RUN_DIR; (checkpoint, its summary entry)."""
+                   reporter) -> tuple[Path, dict[str, Any] | None, str]:
+    """Train the teacher once into OUT/teacher, or take --teacher RUN_DIR.
+
+    Returns (checkpoint, its summary entry or None, sha256 of its weights): without a summary, each
+    row measures the teacher itself and `adopt_teacher` takes the first such record.
+    """
     if teacher_dir:
-        return teacher_of_run(teacher_dir)
-    run_dir = out / "teacher"
-    ckpt = (run_dir / "teacher.safetensors").resolve()
-    summary = run_dir / SUMMARY_FILE
-    if not summary.is_file():
-        train_teacher(base, file=file, out=run_dir, resume=(run_dir / RECIPE_FILE).exists(), device=device,
-                      reporter=reporter)
-    known = read_json(summary).get("teacher") if summary.is_file() else None
-    return ckpt, known  # without a summary each row measures the teacher itself
+        ckpt, known = teacher_of_run(teacher_dir)
+    else:
+        run_dir = out / "teacher"
+        ckpt = (run_dir / "teacher.safetensors").resolve()
+        summary = run_dir / SUMMARY_FILE
+        if not summary.is_file():
+            train_teacher(base, file=file, out=run_dir, resume=(run_dir / RECIPE_FILE).exists(), device=device,
+                          reporter=reporter)
+        known = read_json(summary).get("teacher") if summary.is_file() else None
+    return ckpt, known, file_sha256(ckpt)
+
+
+def adopt_teacher(teacher: dict[str, Any] | None, summary: dict[str, Any], teacher_sha256: str
+                  ) -> dict[str, Any] | None:
+    """The teacher record so far, else this row's measurement of it — never one of other weights."""
+    if teacher is None and summary["teacher"].get("sha256") in (None, teacher_sha256):
+        return summary["teacher"]
+    return teacher
 
 
 def check_same_teacher(summary: dict[str, Any], path: Path, teacher_sha256: str) -> None:
@@ -108,8 +121,7 @@ def compare(base: Recipe, *, file: str, methods: list[str], seeds: int, variants
     out = Path(out) if out else Path("runs") / f"{base.name}-compare"
     for row in rows:  # validate every row's recipe before training anything
         row_recipe(base, row, 0, out / "teacher.safetensors", file)
-    ckpt, teacher = shared_teacher(base, file, out, teacher_dir, device, reporter)
-    teacher_sha256 = file_sha256(ckpt)
+    ckpt, teacher, teacher_sha256 = shared_teacher(base, file, out, teacher_dir, device, reporter)
     results = []
     for row in rows:
         runs = []
@@ -119,8 +131,7 @@ def compare(base: Recipe, *, file: str, methods: list[str], seeds: int, variants
                                  reporter=reporter, teacher=teacher, teacher_sha256=teacher_sha256,
                                  note=f"compare: {row.label} seed {seed}")
             runs.append(summary["student"])
-            if teacher is None and summary["teacher"].get("sha256") in (None, teacher_sha256):
-                teacher = summary["teacher"]
+            teacher = adopt_teacher(teacher, summary, teacher_sha256)
         results.append(_row_result(row, runs))
     if reporter:
         reporter.note("compare: timing one training step of every row, interleaved on one batch")

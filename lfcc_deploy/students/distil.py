@@ -10,8 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-from ..compare import Row, distil_row, row_recipe, shared_teacher
-from ..rundir import file_sha256
+from ..compare import Row, adopt_teacher, distil_row, row_recipe, shared_teacher
 from ..recipe import Recipe
 from .candidates import Candidate
 from .measure import apply_timing, candidate_recipe, export_artifact, load_runner, time_interleaved
@@ -24,15 +23,14 @@ def candidate_of(row: dict[str, Any]) -> Candidate:
 def distil_rows(base: Recipe, file: str, picks: list[dict[str, Any]], cfg, out: Path, teacher_dir: str | None,
                 device: str, data, threads: int, reporter, say: Callable[[str], None]) -> dict[str, Any]:
     """Train, export and time `picks` (rows gain val_acc, test_acc, deployed); returns the teacher record."""
-    ckpt, teacher = shared_teacher(base, file, out, teacher_dir, device, reporter)
-    teacher_sha256 = file_sha256(ckpt)
+    ckpt, teacher, teacher_sha256 = shared_teacher(base, file, out, teacher_dir, device, reporter)
     for row in picks:
         recipe = row_recipe(candidate_recipe(base, candidate_of(row), file), Row(row["label"], base.distill.method),
                             base.distill.seed, ckpt, file)
         run_dir = out / "distill" / row["label"]
         summary = distil_row(recipe, run_dir, file=file, device=device, reporter=reporter, teacher=teacher,
                              teacher_sha256=teacher_sha256, note=f"students: distilling {row['label']}")
-        teacher = teacher or summary["teacher"]
+        teacher = adopt_teacher(teacher, summary, teacher_sha256)
         s = summary["student"]
         row.update(val_acc=s["val_acc"], test_acc=s.get("test_acc"), train_s=round(s["wall_s"], 1),
                    distill_dir=str(run_dir), deployed=dict(status="ok", reason=""))
