@@ -17,6 +17,7 @@ from PIL import Image
 
 from lfcc_deploy.data import load_data
 from lfcc_deploy.export.common import read_metadata
+from lfcc_deploy.export import onnx_int8
 from lfcc_deploy.export.onnx_int8 import CalibrationReader
 from lfcc_deploy.models import load_net, save_net
 from lfcc_deploy.training import distill, make_net
@@ -101,6 +102,23 @@ def test_int8_is_calibrated_smaller_and_recorded(trained_run, cli):
     assert entry["accuracy_drop"] <= 0.01 and f"{entry['chosen']} chosen" in res.out
     ops = {n.op_type for n in onnx.load(str(exp / "student.int8.onnx")).graph.node}
     assert ops & {"QuantizeLinear", "QLinearConv"}
+
+
+@pytest.mark.parametrize("flags, expect_7_bit", [({"avx2"}, True), ({"avx2", "avx512_vnni"}, False)])
+def test_int8_weights_are_7_bit_on_x86_without_vnni(trained_run, cli, monkeypatch, flags, expect_7_bit):
+    """u8s8 saturates on x86 without VNNI (4.7 points lost here): `auto` must quantise weights to 7 bits."""
+    monkeypatch.setattr(onnx_int8, "cpu_flags", lambda: flags)
+    monkeypatch.setattr(onnx_int8.platform, "machine", lambda: "x86_64")
+    res = cli("export", trained_run, "--no-onnx", "--int8", "--set", 'export.int8_candidates=["qdq-u8s8"]',
+              "--set", "export.speed_seconds=0.1", "--set", "export.int8.max_accuracy_drop=1.0",
+              "--set", "export.int8.min_agreement=0.0")
+    assert res.code == 0, res.err
+    path = trained_run / "export" / "student.int8.onnx"
+    assert json.loads(read_metadata(path)["int8_reduce_range"]) is expect_7_bit
+    weights = [onnx.numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and t.dims]
+    largest = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+    assert largest <= 64 if expect_7_bit else largest > 64
 
 
 def test_int8_exclude_keeps_op_types_in_float(trained_run, cli, tmp_path):

@@ -44,6 +44,9 @@ class ExportConfig(Strict):
         default_factory=lambda: ["qdq-u8s8", "qoperator-u8s8"], min_length=1,
         description="format-activations+weights tried; the fastest within tolerance is kept")
     int8_exclude: list[str] = Field(default_factory=list, description="op types or node names kept in fp32")
+    int8_reduce_range: Literal["auto"] | bool = Field(
+        "auto", description="7-bit weights for uint8-activation candidates; auto: on x86 CPUs without VNNI, "
+                            "whose u8s8 kernels otherwise saturate (an accuracy drop of points)")
     speed_batch: int = Field(32, gt=0, description="batch of the INT8-vs-fp32 speed check")
     speed_seconds: float = Field(1.5, gt=0, description="timed seconds per candidate in the speed check")
     precisions: list[Literal["fp32", "fp16", "int8"]] = Field(
