@@ -52,6 +52,42 @@ def test_queue_negatives_equal_a_hand_built_reference():
         assert got.item() == pytest.approx(ref, rel=1e-5), negatives
 
 
+def reference_soft_nce(s, t, keys, drop, tau, soft):
+    """Row by row: cross-entropy of softmax(s·k / τ) against (1 − soft)·one-hot(i) + soft·softmax(t_i·k / τ),
+    both over the kept keys (the positive is always kept)."""
+    total = 0.0
+    for i in range(len(s)):
+        kept = [j for j in range(len(keys)) if j == i or not drop[i][j]]
+        log_p = torch.log_softmax(torch.tensor([(s[i] @ keys[j]).item() / tau for j in kept], dtype=torch.float64), 0)
+        q = torch.softmax(torch.tensor([(t[i] @ keys[j]).item() / tau for j in kept], dtype=torch.float64), 0)
+        target = soft * q + (1 - soft) * torch.tensor([float(j == i) for j in kept], dtype=torch.float64)
+        total += -(target * log_p).sum().item()
+    return total / len(s)
+
+
+def test_soft_targets_mix_the_teachers_similarities_into_the_positive():
+    torch.manual_seed(3)
+    s, t, q = unit(4, 8), unit(4, 8), unit(5, 8)
+    labels = torch.tensor([0, 1, 0, 2])
+    q_labels = torch.tensor([1, 0, -1, 2, 2])
+    keys = torch.cat([t, q])
+    key_labels = torch.cat([labels, q_labels]).tolist()
+    drop = [[key_labels[j] < 0 or key_labels[j] == labels[i].item() for j in range(len(keys))] for i in range(4)]
+    for soft in (0.0, 0.5, 1.0):
+        ref = reference_soft_nce(s, t, keys, drop, 0.2, soft)
+        got = info_nce(s, t, 0.2, symmetric=False, labels=labels, queue=q, queue_labels=q_labels, soft=soft)
+        assert got.item() == pytest.approx(ref, rel=1e-5), soft
+    assert ref != pytest.approx(reference_nce(s, keys, list(range(4)), drop, 0.2), rel=1e-3)  # soft really differs
+    # the teacher side of the target is a constant: with soft = 1 and symmetric = False, t's gradient
+    # comes only through the keys of the student's logits
+    t1, t2 = t.clone().requires_grad_(), t.clone().requires_grad_()
+    info_nce(s, t1, 0.2, symmetric=False, soft=1.0).backward()
+    log_p = torch.log_softmax(s @ t2.t() / 0.2, dim=1)
+    target = torch.softmax(t @ t.t() / 0.2, dim=1)
+    (-(target * log_p).sum(1).mean()).backward()
+    assert torch.allclose(t1.grad, t2.grad, atol=1e-6)
+
+
 def test_other_classes_drops_same_class_batch_negatives_in_both_directions():
     torch.manual_seed(1)
     s, t = unit(4, 8), unit(4, 8)
@@ -62,24 +98,37 @@ def test_other_classes_drops_same_class_batch_negatives_in_both_directions():
     assert info_nce(s, t, 0.1, labels=labels).item() == pytest.approx((s2t + t2s) / 2, rel=1e-5)
 
 
-def test_lfcc_queue_holds_the_last_teacher_embeddings_first_in_first_out():
+@pytest.mark.parametrize("reproject", [False, True])
+def test_lfcc_queue_holds_the_last_teacher_rows_first_in_first_out(reproject):
     teacher, student = make("swin"), make("resnet")
-    m = LFCC(student, teacher, LFCCConfig(queue=10, ce_weight=0, kd_weight=0), MethodContext(10))
+    m = LFCC(student, teacher, LFCCConfig(queue=10, ce_weight=0, kd_weight=0, queue_reproject=reproject),
+             MethodContext(10))
     m.train()
-    seen, labels = [], []
+    opt = torch.optim.SGD(m.t_proj.parameters(), lr=1.0)  # the projector moves between steps
+    raw, seen, labels = [], [], []
     for step in range(3):
         torch.manual_seed(step)
         x, y = torch.rand(4, 1, 32, 32), torch.randint(0, 10, (4,))
         with torch.no_grad():
             _, vecs = m.teacher_targets(x)
-            seen.append(m.t_proj[0](vecs[0]))
+            raw.append(vecs[0])
+            seen.append(vecs[0] if reproject else m.t_proj[0](vecs[0]))
         labels.append(y)
-        m(x, y)
+        opt.zero_grad()
+        sum(m(x, y)[1].values()).backward()
+        opt.step()
     expected = torch.cat(seen)[-10:]  # 12 rows pushed into 10 slots: slots 0, 1 hold the last batch's tail
     rows = (torch.arange(2, 12)) % 10
     assert torch.allclose(m.queue_0[rows], expected, atol=1e-6)
     assert torch.equal(m.queue_labels[rows], torch.cat(labels)[-10:])
     assert int(m.queue_ptr) == 2
+    keys = m.queue_keys()[0][rows]
+    fresh = m.t_proj[0](torch.cat(raw)[-10:])  # the same teacher rows through today's projector
+    assert torch.allclose(keys, fresh, atol=1e-6) == reproject  # stored embeddings are stale
+    if reproject:
+        assert not keys.requires_grad
+        with pytest.raises(ValueError, match="queue_reproject needs"):
+            LFCCConfig(queue_reproject=True, projector="mlp")
 
 
 def test_queue_is_not_filled_in_eval_mode():
@@ -110,9 +159,11 @@ ramp_epochs = 1.0
 """
 
 
-def test_resumed_run_with_a_queue_gives_the_same_losses(tmp_path):
+@pytest.mark.parametrize("reproject", ["false", "true"])
+def test_resumed_run_with_a_queue_gives_the_same_losses(tmp_path, reproject):
     path = tmp_path / "r.toml"
-    path.write_text(tiny_recipe_text(epochs=2).replace('method = "kd"', 'method = "lfcc"') + LFCC_TAIL)
+    path.write_text(tiny_recipe_text(epochs=2).replace('method = "kd"', 'method = "lfcc"') + LFCC_TAIL
+                    + f"queue_reproject = {reproject}\n")
     recipe = load_recipe(path)
     training.distill(recipe, out=tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt):

@@ -174,6 +174,11 @@ class Projector(nn.Module):
         self.net = nn.Linear(in_features, dim) if kind == "linear" else nn.Sequential(
             nn.Linear(in_features, 2 * dim), nn.BatchNorm1d(2 * dim), nn.ReLU(inplace=True), nn.Linear(2 * dim, dim))
 
+    @property
+    def in_features(self) -> int:
+        first = self.net if isinstance(self.net, nn.Linear) else self.net[0]
+        return first.in_features
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.net(x.float()), dim=1)
 
@@ -184,7 +189,7 @@ def _masked(logits: torch.Tensor, drop: torch.Tensor | None) -> torch.Tensor:
 
 def info_nce(s: torch.Tensor, t: torch.Tensor, temperature: float, symmetric: bool = True, *,
              labels: torch.Tensor | None = None, queue: torch.Tensor | None = None,
-             queue_labels: torch.Tensor | None = None) -> torch.Tensor:
+             queue_labels: torch.Tensor | None = None, soft: float = 0.0) -> torch.Tensor:
     """Sample-level contrast: row i of `s` should match row i of `t` against every other row.
 
     `s`, `t`: B×d, L2-normalised. Logits s·tᵀ/τ; the positive is the diagonal. Symmetric averages
@@ -194,6 +199,11 @@ def info_nce(s: torch.Tensor, t: torch.Tensor, temperature: float, symmetric: bo
     `queue` (N×d, detached teacher embeddings of earlier batches, `queue_labels` N, -1 for an empty
     slot) adds negatives to the student->teacher direction. `labels` (B): a negative of the
     anchor's own class is dropped ("other_classes"; without it only empty queue slots are dropped).
+
+    `soft` (0..1) mixes into the student->teacher target the teacher's own softmax similarities to
+    the same keys, t_i·kᵀ/τ with both detached (CompRess-style relational targets): besides "this
+    image, not those", the student learns *how* close the teacher puts each other image. The
+    one-hot share keeps training the teacher projector, so its space cannot collapse.
 
     Data-parallel (torchrun): every rank's rows are gathered, with gradient, so the negatives are
     the global batch; local row i is positive with global column rank·B + i. The mean of the ranks'
@@ -217,11 +227,22 @@ def info_nce(s: torch.Tensor, t: torch.Tensor, temperature: float, symmetric: bo
             empty = (key_labels < 0).expand(len(s), -1)
             drop = empty.clone() if labels is None else empty | (key_labels[None, :] == labels[:, None])
             drop[torch.arange(len(s), device=s.device), target] = False  # never the positive
-        loss = F.cross_entropy(_masked(s @ keys.t() / temperature, drop), target)
+        loss = F.cross_entropy(_masked(s @ keys.t() / temperature, drop), _soft_target(t, keys, target, drop,
+                                                                                     temperature, soft))
         if not symmetric:
             return loss
         back = None if labels is None else drop[:, :len(s_all)]  # same-class negatives, batch keys only
         return 0.5 * (loss + F.cross_entropy(_masked(t @ s_all.t() / temperature, back), target))
+
+
+def _soft_target(t: torch.Tensor, keys: torch.Tensor, target: torch.Tensor, drop: torch.Tensor | None,
+                 temperature: float, soft: float) -> torch.Tensor:
+    """Class indices (soft = 0), else (1 − soft)·one-hot + soft·softmax(t·keysᵀ/τ), teacher side detached."""
+    if not soft:
+        return target
+    with torch.no_grad():
+        teacher = F.softmax(_masked(t @ keys.t() / temperature, drop), dim=1)
+        return (1 - soft) * F.one_hot(target, keys.shape[0]).float() + soft * teacher
 
 
 def stage_channels(net: Net, indices: list[int]) -> list[tuple[int, int, int]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from .. import distributed
@@ -40,8 +40,13 @@ class LFCCConfig(RampConfig):
     teacher_stages: list[int] | None = Field(None, description="default: matched to the student's by relative depth")
     queue: int = Field(4096, ge=0, description="teacher embeddings of earlier batches kept as extra negatives "
                                                "(0: the batch's own only)")
+    queue_reproject: bool = Field(False, description="queue the teacher's low-pass vectors and project them with "
+                                                     "the current projector every step (no stale negatives)")
     negatives: Literal["all", "other_classes"] = Field(
         "all", description="other_classes: never push apart two images of the same class")
+    soft_targets: float = Field(0.0, ge=0, le=1, description="share of the student->teacher target taken from "
+                                                             "the teacher's similarities to the negatives "
+                                                             "(0: InfoNCE's one-hot positive)")
     weight: float = Field(1.0, ge=0, description="weight of the contrastive term (summed over stage pairs)")
     ce_weight: float = Field(1.0, ge=0)
     kd_weight: float = Field(1.0, ge=0)
@@ -53,6 +58,14 @@ class LFCCConfig(RampConfig):
         if not v or any(g < 1 for g in v):
             raise ValueError("grids must be a non-empty list of integers >= 1")
         return sorted(set(v))
+
+
+    @model_validator(mode="after")
+    def _reprojectable(self) -> "LFCCConfig":
+        if self.queue_reproject and self.projector != "linear":
+            raise ValueError("queue_reproject needs projector = \"linear\": an MLP projector's BatchNorm would "
+                             "normalise the queue as one batch and fold it into its running statistics")
+        return self
 
 
 class LFCC(Method):
@@ -80,8 +93,9 @@ class LFCC(Method):
         self.t_proj = nn.ModuleList(Projector(b.out_features(c), cfg.dim, cfg.projector)
                                     for (c, _, _), b in zip(t_shapes, self.t_banks))
         if cfg.queue:  # buffers: saved in checkpoints, so a resumed run contrasts against the same queue
-            for j in range(len(self.t_idx)):
-                self.register_buffer(f"queue_{j}", torch.zeros(cfg.queue, cfg.dim))
+            for j, proj in enumerate(self.t_proj):
+                width = proj.in_features if cfg.queue_reproject else cfg.dim
+                self.register_buffer(f"queue_{j}", torch.zeros(cfg.queue, width))
             self.register_buffer("queue_labels", torch.full((cfg.queue,), -1, dtype=torch.long))  # -1: empty
             self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
 
@@ -97,9 +111,20 @@ class LFCC(Method):
     def queues(self) -> list[torch.Tensor | None]:
         return [getattr(self, f"queue_{j}") if self.cfg.queue else None for j in range(len(self.t_idx))]
 
+    def queue_keys(self) -> list[torch.Tensor | None]:
+        """The queue's negatives in today's compact space. Stored embeddings were projected when they
+        were queued, up to queue / batch steps ago, by a projector that has moved since (MoCo keeps a
+        slow momentum encoder for this); with `queue_reproject` the queue holds the teacher's low-pass
+        vectors instead and the current projector maps them, detached, at every step."""
+        if not self.cfg.queue_reproject:
+            return self.queues()
+        with torch.no_grad():
+            return [tp(q) for tp, q in zip(self.t_proj, self.queues())]
+
     @torch.no_grad()
     def enqueue(self, t_embs: list[torch.Tensor], labels: torch.Tensor) -> None:
-        """First in, first out: the global batch's teacher embeddings replace the oldest entries. Every
+        """First in, first out: the global batch's teacher rows (embeddings, or with `queue_reproject`
+        low-pass vectors) replace the oldest entries. Every
         data-parallel rank gathers the same rows, so the queues stay identical without a broadcast."""
         keep = slice(-self.cfg.queue, None)  # a global batch larger than the queue: its last rows
         labels = distributed.gather_with_grad(labels)[keep]
@@ -129,10 +154,10 @@ class LFCC(Method):
         t_embs = [tp(tv) for tp, tv in zip(self.t_proj, t_vecs)]
         queue_labels = self.queue_labels if cfg.queue else None
         contrast = sum(info_nce(sp(bank(m)), te, cfg.temperature, cfg.symmetric, labels=labels, queue=q,
-                                queue_labels=queue_labels)
-                       for m, te, q, bank, sp in zip(maps, t_embs, self.queues(), self.s_banks, self.s_proj))
+                                queue_labels=queue_labels, soft=cfg.soft_targets)
+                       for m, te, q, bank, sp in zip(maps, t_embs, self.queue_keys(), self.s_banks, self.s_proj))
         if cfg.queue and self.training:  # after the loss: this batch's rows are positives, not negatives
-            self.enqueue(t_embs, hard)
+            self.enqueue(t_vecs if cfg.queue_reproject else t_embs, hard)
         ramp = self.ramp()
         losses = {"ce": cfg.ce_weight * self.ce(logits, y), "lfcc": ramp * cfg.weight * contrast}
         if cfg.kd_weight:
