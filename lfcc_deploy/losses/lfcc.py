@@ -59,7 +59,6 @@ class LFCCConfig(RampConfig):
             raise ValueError("grids must be a non-empty list of integers >= 1")
         return sorted(set(v))
 
-
     @model_validator(mode="after")
     def _reprojectable(self) -> "LFCCConfig":
         if self.queue_reproject and self.projector != "linear":
@@ -122,14 +121,14 @@ class LFCC(Method):
             return [tp(q) for tp, q in zip(self.t_proj, self.queues())]
 
     @torch.no_grad()
-    def enqueue(self, t_embs: list[torch.Tensor], labels: torch.Tensor) -> None:
+    def enqueue(self, teacher_rows: list[torch.Tensor], labels: torch.Tensor) -> None:
         """First in, first out: the global batch's teacher rows (embeddings, or with `queue_reproject`
-        low-pass vectors) replace the oldest entries. Every
-        data-parallel rank gathers the same rows, so the queues stay identical without a broadcast."""
+        low-pass vectors) replace the oldest entries. Every data-parallel rank gathers the same rows,
+        so the queues stay identical without a broadcast."""
         keep = slice(-self.cfg.queue, None)  # a global batch larger than the queue: its last rows
         labels = distributed.gather_with_grad(labels)[keep]
         rows = (self.queue_ptr + torch.arange(len(labels), device=labels.device)) % self.cfg.queue
-        for q, t in zip(self.queues(), t_embs):
+        for q, t in zip(self.queues(), teacher_rows):
             q[rows] = distributed.gather_with_grad(t.detach().float())[keep]
         self.queue_labels[rows] = labels
         self.queue_ptr.copy_((self.queue_ptr + len(labels)) % self.cfg.queue)
