@@ -135,3 +135,42 @@ def test_folded_bank_spans_the_full_bank():
     assert full.shape[1] == 3 * 21 and fine.shape[1] == 3 * 16
     solution = torch.linalg.lstsq(fine, full).solution  # full = fine @ A exactly
     assert torch.allclose(fine @ solution, full, atol=1e-5)  # the bank computes in float32
+
+
+def test_lfcc_branches_add_teacher_taught_deep_supervision():
+    """`branch_stages`: each listed student stage gets a classifier branch whose loss is soft-target
+    cross-entropy against the teacher's softmax at `branch_temperature` (OFA's loss, eps 1), summed
+    over branches and weighted; a stage both paired and branched is computed once."""
+    import torch.nn.functional as F
+    from lfcc_deploy.errors import BadInput
+    teacher, student = make(*FAMILIES["cnn"]), make(*FAMILIES["vit"])
+    base = LFCC(student, teacher, LFCCConfig(), MethodContext(10))
+    paired = base.s_idx[0]
+    cfg = LFCCConfig(branch_stages=[0, paired], branch_weight=0.5, branch_temperature=2.0, branch_width=8)
+    assert f"branches on student stages [0, {paired}]" in LFCC.check(student, teacher, cfg)
+    m = LFCC(student, teacher, cfg, MethodContext(10))
+    m.train()
+    torch.manual_seed(0)
+    x, y = torch.rand(8, 1, 16, 16), torch.randint(0, 10, (8,))
+    calls = []
+    forward_stages = student.forward_stages
+    student.forward_stages = lambda x, idx=None: calls.append(list(idx)) or forward_stages(x, idx)
+    logits, losses = m(x, y)
+    del student.forward_stages
+    assert calls == [sorted({0, *base.s_idx})]
+    assert set(losses) == {"ce", "lfcc", "kd", "branch"}
+    with torch.no_grad():
+        t_logits = teacher(x)
+        _, maps = forward_stages(x, [0, paired])
+    p_t = F.softmax(t_logits / 2.0, dim=1)
+    expected = sum(-(p_t * F.log_softmax(b(mp) / 2.0, dim=1)).sum(1).mean() for b, mp in zip(m.branches, maps))
+    assert losses["branch"].item() == pytest.approx(0.5 * expected.item(), rel=1e-5)
+    losses["branch"].backward()
+    assert all(p.grad is not None for p in m.branches.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(p.grad is None for p in teacher.parameters())
+    assert any(k.startswith("branches.1.") for k in m.trainable_state())  # saved and resumed with the student
+    assert "branch" not in LFCC(student, teacher, LFCCConfig(), MethodContext(10))(x, y)[1]
+    with pytest.raises(BadInput) as err:
+        LFCC.check(student, teacher, LFCCConfig(branch_stages=[9]))
+    assert err.value.key == "distill.lfcc.branch_stages" and "9" in err.value.message

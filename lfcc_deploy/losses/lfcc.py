@@ -23,6 +23,7 @@ from .. import distributed
 from .base import Method, RampConfig, hard_labels
 from .blocks import LowPassBank, Projector, bank_grids, info_nce, pair_stages, pairing_note, stage_channels
 from .kd import kd_loss
+from .ofa import StageBranches, branch_stages
 
 
 class LFCCConfig(RampConfig):
@@ -51,6 +52,14 @@ class LFCCConfig(RampConfig):
     ce_weight: float = Field(1.0, ge=0)
     kd_weight: float = Field(1.0, ge=0)
     kd_temperature: float = Field(4.0, gt=0)
+    branch_stages: list[int] = Field(default_factory=list,
+                                     description="student stages that also get a small classifier branch taught "
+                                                 "by the teacher's logits (OFA's), deep supervision for a student "
+                                                 "that underfits ([]: none)")
+    branch_width: int = Field(64, ge=1, description="channels inside each branch (OFA: 256; 64 keeps the step "
+                                                    "within 1.15× KD's)")
+    branch_weight: float = Field(1.0, ge=0, description="weight of the branch losses (summed over branches)")
+    branch_temperature: float = Field(1.0, gt=0, description="temperature of the branch losses (OFA's: 1)")
 
     @field_validator("grids")
     @classmethod
@@ -78,12 +87,15 @@ class LFCC(Method):
     @classmethod
     def check(cls, student, teacher, cfg: LFCCConfig) -> str:
         pairs = pairing_note("lfcc", student, teacher, *cls.stages(student, teacher, cfg), grids=cfg.grids)
+        branches = branch_stages(student, cfg.branch_stages, "distill.lfcc.branch_stages")
         return (f"{pairs}; filter {cfg.filter}, dim {cfg.dim}, queue {cfg.queue}, "
-                f"negatives {cfg.negatives}")
+                f"negatives {cfg.negatives}; branches on student stages {branches or 'none'}")
 
     def __init__(self, student, teacher, cfg: LFCCConfig, ctx):
         super().__init__(student, teacher, cfg, ctx)
         self.s_idx, self.t_idx = self.stages(student, teacher, cfg)
+        self.branches = StageBranches(student, branch_stages(student, cfg.branch_stages, "distill.lfcc.branch_stages"),
+                                      cfg.branch_width, ctx.num_classes)
         s_shapes, t_shapes = stage_channels(student, self.s_idx), stage_channels(teacher, self.t_idx)
         self.s_banks = [self._bank(h, w) for _, h, w in s_shapes]  # parameter-free: plain lists
         self.t_banks = [self._bank(h, w) for _, h, w in t_shapes]
@@ -147,7 +159,7 @@ class LFCC(Method):
     def forward(self, x, y, targets=None):
         cfg = self.cfg
         t_logits, t_vecs = targets or self.teacher_targets(x)
-        logits, maps = self.student.forward_stages(x, self.s_idx)
+        logits, maps, branch_maps = self.student_maps(x)
         hard = hard_labels(y)
         labels = hard if cfg.negatives == "other_classes" else None
         t_embs = [tp(tv) for tp, tv in zip(self.t_proj, t_vecs)]
@@ -161,4 +173,15 @@ class LFCC(Method):
         losses = {"ce": cfg.ce_weight * self.ce(logits, y), "lfcc": ramp * cfg.weight * contrast}
         if cfg.kd_weight:
             losses["kd"] = ramp * cfg.kd_weight * kd_loss(logits, t_logits, cfg.kd_temperature)
+        if len(self.branches):
+            losses["branch"] = ramp * cfg.branch_weight * self.branches.loss(
+                branch_maps, t_logits, y, eps=1.0, temperature=cfg.branch_temperature)
         return logits, losses
+
+    def student_maps(self, x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """Logits, the paired stages' maps and the branch stages' maps, from one forward pass (a stage
+        in both lists is computed once)."""
+        idx = sorted(set(self.s_idx + self.branches.stages))
+        logits, maps = self.student.forward_stages(x, idx)
+        by_stage = dict(zip(idx, maps))
+        return logits, [by_stage[i] for i in self.s_idx], [by_stage[i] for i in self.branches.stages]

@@ -69,20 +69,39 @@ class Branch(nn.Sequential):
         )
 
 
+class StageBranches(nn.ModuleList):
+    """One `Branch` per student stage, each taught by the teacher's logits through `ofa_loss`: deep
+    supervision that reaches intermediate blocks. `ofa` is built on it, and `lfcc` adds it with
+    `distill.lfcc.branch_stages` (a ModuleList, so state-dict keys stay `branches.<i>.…`)."""
+
+    def __init__(self, student, stages: list[int], width: int, num_classes: int):
+        super().__init__(Branch(c, width, num_classes) for c, _, _ in stage_channels(student, stages))
+        self.stages = stages
+
+    def loss(self, maps: list[torch.Tensor], teacher_logits: torch.Tensor, y: torch.Tensor, eps: float,
+             temperature: float) -> torch.Tensor:
+        """Summed over branches; `maps` are the student's maps at `self.stages`, in that order."""
+        return sum(ofa_loss(b(m), teacher_logits, y, eps, temperature) for b, m in zip(self, maps))
+
+
+def branch_stages(student, stages: list[int], key: str) -> list[int]:
+    """`stages` as non-negative indexes, or a one-line BadInput naming `key` when one is out of range."""
+    n = len(student.stages)
+    bad = [i for i in stages if not -n <= i < n]
+    if bad:
+        raise BadInput(f"stage index {bad} out of range for {student.spec.name} ({n} stages)", key=key,
+                       hint=f"see `lfcc-deploy models show {student.spec.name} --img-size {student.spec.img_size}`")
+    return [i % n for i in stages]
+
+
 class OFA(Method):
     Config = OFAConfig
 
     @classmethod
     def stages(cls, student, cfg: OFAConfig) -> list[int]:
-        n = len(student.stages)
         if cfg.stages is None:  # the last stage's branch would duplicate the student's own head
-            return list(range(n - 1))[-3:]
-        bad = [i for i in cfg.stages if not -n <= i < n]
-        if bad:
-            raise BadInput(f"stage index {bad} out of range for {student.spec.name} ({n} stages)",
-                           key="distill.ofa.stages",
-                           hint=f"see `lfcc-deploy models show {student.spec.name} --img-size {student.spec.img_size}`")
-        return [i % n for i in cfg.stages]
+            return list(range(len(student.stages) - 1))[-3:]
+        return branch_stages(student, cfg.stages, "distill.ofa.stages")
 
     @classmethod
     def check(cls, student, teacher, cfg: OFAConfig) -> str:
@@ -94,8 +113,7 @@ class OFA(Method):
     def __init__(self, student, teacher, cfg: OFAConfig, ctx):
         super().__init__(student, teacher, cfg, ctx)
         self.s_idx = self.stages(student, cfg)
-        self.branches = nn.ModuleList(Branch(c, cfg.branch_width, ctx.num_classes)
-                                      for c, _, _ in stage_channels(student, self.s_idx))
+        self.branches = StageBranches(student, self.s_idx, cfg.branch_width, ctx.num_classes)
 
     def forward(self, x, y):
         cfg = self.cfg
@@ -108,6 +126,6 @@ class OFA(Method):
         losses = {"ce": cfg.ce_weight * self.ce(logits, y),
                   "ofa": cfg.ofa_weight * ofa_loss(logits, t_logits, y, cfg.eps, cfg.temperature)}
         if maps:
-            losses["ofa_branch"] = cfg.branch_weight * sum(
-                ofa_loss(b(m), t_logits, y, cfg.eps, cfg.temperature) for b, m in zip(self.branches, maps))
+            losses["ofa_branch"] = cfg.branch_weight * self.branches.loss(maps, t_logits, y, cfg.eps,
+                                                                          cfg.temperature)
         return logits, losses
