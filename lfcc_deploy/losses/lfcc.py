@@ -10,6 +10,10 @@ its projectors train.
 
 Stages pair by relative depth (blocks.py `default_pairs`): the deepest stages carry what the
 student must learn and put most of its parameters upstream of the contrastive gradient.
+
+Optionally (`branch_stages`), chosen student stages also get OFA's small classifier branches, taught by
+the teacher's softmax: deep supervision for a student that underfits its steps (a DeiT student from a
+CNN teacher), where the contrast on its deepest blocks alone left it below OFA.
 """
 from __future__ import annotations
 
