@@ -137,7 +137,7 @@ def test_folded_bank_spans_the_full_bank():
     assert torch.allclose(fine @ solution, full, atol=1e-5)  # the bank computes in float32
 
 
-def test_lfcc_branches_add_teacher_taught_deep_supervision():
+def test_lfcc_branches_add_teacher_taught_deep_supervision(monkeypatch):
     """`branch_stages`: each listed student stage gets a classifier branch whose loss is soft-target
     cross-entropy against the teacher's softmax at `branch_temperature` (OFA's loss, eps 1), summed
     over branches and weighted; a stage both paired and branched is computed once."""
@@ -154,9 +154,10 @@ def test_lfcc_branches_add_teacher_taught_deep_supervision():
     x, y = torch.rand(8, 1, 16, 16), torch.randint(0, 10, (8,))
     calls = []
     forward_stages = student.forward_stages
-    student.forward_stages = lambda x, idx=None: calls.append(list(idx)) or forward_stages(x, idx)
-    logits, losses = m(x, y)
-    del student.forward_stages
+    with monkeypatch.context() as patch:
+        patch.setattr(student, "forward_stages",
+                      lambda x, idx=None: calls.append(list(idx)) or forward_stages(x, idx))
+        logits, losses = m(x, y)
     assert calls == [sorted({0, *base.s_idx})]
     assert set(losses) == {"ce", "lfcc", "kd", "branch"}
     with torch.no_grad():

@@ -89,17 +89,20 @@ class LFCC(Method):
         return pair_stages(student, teacher, cfg.student_stages, cfg.teacher_stages, "distill.lfcc")
 
     @classmethod
+    def branch_idx(cls, student, cfg: LFCCConfig) -> list[int]:
+        return branch_stages(student, cfg.branch_stages, "distill.lfcc.branch_stages")
+
+    @classmethod
     def check(cls, student, teacher, cfg: LFCCConfig) -> str:
         pairs = pairing_note("lfcc", student, teacher, *cls.stages(student, teacher, cfg), grids=cfg.grids)
-        branches = branch_stages(student, cfg.branch_stages, "distill.lfcc.branch_stages")
+        branches = cls.branch_idx(student, cfg)
         return (f"{pairs}; filter {cfg.filter}, dim {cfg.dim}, queue {cfg.queue}, "
                 f"negatives {cfg.negatives}; branches on student stages {branches or 'none'}")
 
     def __init__(self, student, teacher, cfg: LFCCConfig, ctx):
         super().__init__(student, teacher, cfg, ctx)
         self.s_idx, self.t_idx = self.stages(student, teacher, cfg)
-        self.branches = StageBranches(student, branch_stages(student, cfg.branch_stages, "distill.lfcc.branch_stages"),
-                                      cfg.branch_width, ctx.num_classes)
+        self.branches = StageBranches(student, self.branch_idx(student, cfg), cfg.branch_width, ctx.num_classes)
         s_shapes, t_shapes = stage_channels(student, self.s_idx), stage_channels(teacher, self.t_idx)
         self.s_banks = [self._bank(h, w) for _, h, w in s_shapes]  # parameter-free: plain lists
         self.t_banks = [self._bank(h, w) for _, h, w in t_shapes]
