@@ -16,7 +16,7 @@ from .plots import plot_compare
 from .recipe import Recipe, apply_overrides, recipe_dict, validate_recipe
 from .rundir import RECIPE_FILE, SUMMARY_FILE, file_sha256, read_json, write_json, write_text
 from .steptime import method_steps
-from .training import distill, teacher_of_run, train_teacher
+from .training import IGNORED_ON_RESUME, distill, refuse_changes, teacher_of_run, train_teacher
 
 WEAK_TEACHER_MARGIN = 0.02
 
@@ -93,12 +93,20 @@ def check_same_teacher(summary: dict[str, Any], path: Path, teacher_sha256: str)
                        hint="pass the teacher it was compared against, or another --out to start over")
 
 
+def reuse_ignores(method: str) -> set[str]:
+    """Keys whose change leaves a finished row valid: the teacher's path (its sha256 is checked instead)
+    and the sections of methods the row does not run, so tuning LFCC keeps the finished KD rows."""
+    return IGNORED_ON_RESUME | {"teacher.checkpoint"} | {f"distill.{m}" for m in METHODS.names() if m != method}
+
+
 def distil_row(recipe: Recipe, run_dir: Path, *, file: str, device, reporter, teacher: dict[str, Any] | None,
                teacher_sha256: str, note: str) -> dict[str, Any]:
     """One row's run directory: its summary when finished, else distilled now (resumed when started)."""
     if (run_dir / SUMMARY_FILE).is_file():
         summary = read_json(run_dir / SUMMARY_FILE)
         check_same_teacher(summary, run_dir / SUMMARY_FILE, teacher_sha256)
+        refuse_changes(run_dir, recipe, reuse_ignores(recipe.distill.method),
+                       hint=f"delete {run_dir} to train this seed again, or use another --out")
         return summary
     if reporter:
         reporter.note(f"{note} -> {run_dir}")

@@ -93,15 +93,20 @@ def run_dir_for(recipe: Recipe, out: str | Path | None) -> Path:
     return Path(out) if out else RUNS_DIR / recipe.name
 
 
-def refuse_changes(run_dir: Path, recipe: Recipe, ignore: set[str]) -> None:
+def refuse_changes(run_dir: Path, recipe: Recipe, ignore: set[str],
+                   hint: str = "resume with the original recipe, or use --force / another --out to start over",
+                   ) -> None:
+    """Refuse to continue (or reuse) RUN_DIR under a recipe that differs from the one it ran with.
+
+    `ignore` holds key prefixes ("logging", "teacher.checkpoint") whose changes do not alter what ran.
+    """
     path = run_dir / RECIPE_FILE
     # validated, so keys a newer version added (at their defaults) do not count as changes
     old = recipe_dict(validate_recipe(read_toml(path), str(path)))
-    diff = [k for k in changed_keys(old, recipe_dict(recipe)) if k.split(".")[0] not in ignore]
+    diff = [k for k in changed_keys(old, recipe_dict(recipe))
+            if not any(k == p or k.startswith(p + ".") for p in ignore)]
     if diff:
-        raise BadInput(f"recipe changed since this run started: {', '.join(diff[:6])}",
-                       file=str(run_dir / RECIPE_FILE),
-                       hint="resume with the original recipe, or use --force / another --out to start over")
+        raise BadInput(f"recipe changed since this run started: {', '.join(diff[:6])}", file=str(path), hint=hint)
 
 
 def _teacher_only_run(run_dir: Path) -> bool:

@@ -93,3 +93,25 @@ def test_compare_refuses_rows_of_another_teacher(tmp_path, cli):
                "--quiet")
     assert same.code == 0, same.err
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/student.safetensors")} == stamps  # nothing retrained
+
+
+def test_compare_refuses_finished_rows_of_a_changed_recipe(tmp_path, cli):
+    """A finished seed is reused only while its row's recipe is what it ran with: a changed key retrains
+    nothing silently and mixes no settings into one row, while keys the row never reads stay free."""
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(tiny_recipe_text(epochs=1))
+    out = tmp_path / "cmp"
+    assert cli("compare", recipe, "--methods", "kd", "--seeds", "1", "--out", out, "--quiet").code == 0
+    weights = out / "kd" / "seed0" / "student.safetensors"
+    stamp = weights.stat().st_mtime_ns
+
+    changed = cli("compare", recipe, "--methods", "kd", "--seeds", "1", "--out", out, "--quiet",
+                  "--set", "distill.kd.temperature=2.0")
+    assert changed.code == 2, changed.err
+    assert "distill.kd.temperature" in changed.err and str(out / "kd" / "seed0") in changed.err
+    assert "Traceback" not in changed.err and len(changed.err.strip().splitlines()) <= 2
+    # LFCC's keys are not the KD row's: tuning them keeps the finished row
+    other = cli("compare", recipe, "--methods", "kd", "--seeds", "1", "--out", out, "--quiet",
+                "--set", "distill.lfcc.temperature=0.2")
+    assert other.code == 0, other.err
+    assert weights.stat().st_mtime_ns == stamp
