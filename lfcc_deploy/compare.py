@@ -99,14 +99,22 @@ def reuse_ignores(method: str) -> set[str]:
     return IGNORED_ON_RESUME | {"teacher.checkpoint"} | {f"distill.{m}" for m in METHODS.names() if m != method}
 
 
+def finished_seed(recipe: Recipe, run_dir: Path, teacher_sha256: str) -> dict[str, Any] | None:
+    """The summary of a finished seed that still belongs to this row (same teacher, same recipe), else None."""
+    if not (run_dir / SUMMARY_FILE).is_file():
+        return None
+    summary = read_json(run_dir / SUMMARY_FILE)
+    check_same_teacher(summary, run_dir / SUMMARY_FILE, teacher_sha256)
+    refuse_changes(run_dir, recipe, reuse_ignores(recipe.distill.method),
+                   hint=f"delete {run_dir} to train this seed again, or use another --out")
+    return summary
+
+
 def distil_row(recipe: Recipe, run_dir: Path, *, file: str, device, reporter, teacher: dict[str, Any] | None,
                teacher_sha256: str, note: str) -> dict[str, Any]:
     """One row's run directory: its summary when finished, else distilled now (resumed when started)."""
-    if (run_dir / SUMMARY_FILE).is_file():
-        summary = read_json(run_dir / SUMMARY_FILE)
-        check_same_teacher(summary, run_dir / SUMMARY_FILE, teacher_sha256)
-        refuse_changes(run_dir, recipe, reuse_ignores(recipe.distill.method),
-                       hint=f"delete {run_dir} to train this seed again, or use another --out")
+    summary = finished_seed(recipe, run_dir, teacher_sha256)
+    if summary is not None:
         return summary
     if reporter:
         reporter.note(f"{note} -> {run_dir}")
@@ -130,6 +138,9 @@ def compare(base: Recipe, *, file: str, methods: list[str], seeds: int, variants
     for row in rows:  # validate every row's recipe before training anything
         row_recipe(base, row, 0, out / "teacher.safetensors", file)
     ckpt, teacher, teacher_sha256 = shared_teacher(base, file, out, teacher_dir, device, reporter)
+    for row in rows:  # a stale finished seed anywhere stops the table before any student trains
+        for seed in range(seeds):
+            finished_seed(row_recipe(base, row, seed, ckpt, file), out / row.label / f"seed{seed}", teacher_sha256)
     results = []
     for row in rows:
         runs = []

@@ -105,11 +105,13 @@ def test_compare_refuses_finished_rows_of_a_changed_recipe(tmp_path, cli):
     weights = out / "kd" / "seed0" / "student.safetensors"
     stamp = weights.stat().st_mtime_ns
 
-    changed = cli("compare", recipe, "--methods", "kd", "--seeds", "1", "--out", out, "--quiet",
+    # the stale row comes last: it must stop the table before the new CE row trains
+    changed = cli("compare", recipe, "--methods", "ce,kd", "--seeds", "1", "--out", out, "--quiet",
                   "--set", "distill.kd.temperature=2.0")
     assert changed.code == 2, changed.err
     assert "distill.kd.temperature" in changed.err and str(out / "kd" / "seed0") in changed.err
     assert "Traceback" not in changed.err and len(changed.err.strip().splitlines()) <= 2
+    assert not (out / "ce").exists()
     # LFCC's keys are not the KD row's: tuning them keeps the finished row
     other = cli("compare", recipe, "--methods", "kd", "--seeds", "1", "--out", out, "--quiet",
                 "--set", "distill.lfcc.temperature=0.2")
