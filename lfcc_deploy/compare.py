@@ -138,17 +138,18 @@ def compare(base: Recipe, *, file: str, methods: list[str], seeds: int, variants
     for row in rows:  # validate every row's recipe before training anything
         row_recipe(base, row, 0, out / "teacher.safetensors", file)
     ckpt, teacher, teacher_sha256 = shared_teacher(base, file, out, teacher_dir, device, reporter)
-    for row in rows:  # a stale finished seed anywhere stops the table before any student trains
-        for seed in range(seeds):
-            finished_seed(row_recipe(base, row, seed, ckpt, file), out / row.label / f"seed{seed}", teacher_sha256)
+    plan = {(row.label, seed): (row_recipe(base, row, seed, ckpt, file), out / row.label / f"seed{seed}")
+            for row in rows for seed in range(seeds)}
+    # every finished seed is checked first: a stale one anywhere stops the table before any student trains
+    done = {key: finished_seed(recipe, run_dir, teacher_sha256) for key, (recipe, run_dir) in plan.items()}
     results = []
     for row in rows:
         runs = []
         for seed in range(seeds):
-            run_dir = out / row.label / f"seed{seed}"
-            summary = distil_row(row_recipe(base, row, seed, ckpt, file), run_dir, file=file, device=device,
-                                 reporter=reporter, teacher=teacher, teacher_sha256=teacher_sha256,
-                                 note=f"compare: {row.label} seed {seed}")
+            recipe, run_dir = plan[row.label, seed]
+            summary = done[row.label, seed] or distil_row(
+                recipe, run_dir, file=file, device=device, reporter=reporter, teacher=teacher,
+                teacher_sha256=teacher_sha256, note=f"compare: {row.label} seed {seed}")
             runs.append(summary["student"])
             teacher = adopt_teacher(teacher, summary, teacher_sha256)
         results.append(_row_result(row, runs))
