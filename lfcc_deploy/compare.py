@@ -94,9 +94,11 @@ def check_same_teacher(summary: dict[str, Any], path: Path, teacher_sha256: str)
 
 
 def reuse_ignores(method: str) -> set[str]:
-    """Keys whose change leaves a finished row valid: the teacher's path (its sha256 is checked instead)
+    """Keys whose change leaves a finished row valid: the teacher's path and training schedule (the
+    sha256 of its weights is checked instead, so a teacher retrained longer keeps the finished CE rows)
     and the sections of methods the row does not run, so tuning LFCC keeps the finished KD rows."""
-    return IGNORED_ON_RESUME | {"teacher.checkpoint"} | {f"distill.{m}" for m in METHODS.names() if m != method}
+    return (IGNORED_ON_RESUME | {"teacher.checkpoint", "teacher.train"}
+            | {f"distill.{m}" for m in METHODS.names() if m != method})
 
 
 def finished_seed(recipe: Recipe, run_dir: Path, teacher_sha256: str) -> dict[str, Any] | None:

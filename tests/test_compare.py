@@ -117,3 +117,8 @@ def test_compare_refuses_finished_rows_of_a_changed_recipe(tmp_path, cli):
                 "--set", "distill.lfcc.temperature=0.2")
     assert other.code == 0, other.err
     assert weights.stat().st_mtime_ns == stamp
+    # how the given teacher was trained is not the row's business: its weights' sha256 is checked instead
+    schedule = cli("compare", recipe, "--methods", "kd", "--seeds", "1", "--out", out, "--quiet",
+                   "--teacher", out / "teacher", "--set", "teacher.train.epochs=3")
+    assert schedule.code == 0, schedule.err
+    assert weights.stat().st_mtime_ns == stamp
